@@ -1,0 +1,1 @@
+"""HA Lab Book utilities: labs of real Linux VMs, faults, probes and analysis."""

@@ -1,0 +1,317 @@
+"""``Lab``: a set of real Linux machines wired as a topology says, configured over SSH, broken on demand.
+
+::
+
+    with Lab("storage") as lab:          # boots every VM, waits for SSH
+        lab["iscsi-client"].run("ping -c1 iscsi-server0")
+        t = lab.power_off("iscsi-server0")   # SIGKILL: a real power failure
+        lab.power_on("iscsi-server0")        # boots again on the same disks
+
+Faults are methods of the lab because only the lab knows how to pull a VM's
+power or a cable; each returns the epoch time at which it took effect, for
+the analysis toolkit.  Every fault is also kept in ``lab.events``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .. import topology as _topology
+from ..errors import HostUnreachable, LabError
+from ..ssh import Host
+from . import image as _image, netns, state
+from .uml import UMLBackend
+
+__all__ = ["Lab", "Event", "require_root"]
+
+DEFAULT_BOOT_TIMEOUT = float(os.environ.get("HAUTILS_BOOT_TIMEOUT", "240"))
+
+
+@dataclass(frozen=True)
+class Event:
+    """A fault (or repair) and the moment it took effect."""
+
+    time: float
+    kind: str
+    target: str
+
+    def __str__(self) -> str:
+        return f"{time.strftime('%H:%M:%S', time.localtime(self.time))}.{int(self.time % 1 * 1000):03d} {self.kind} {self.target}"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, bridges, taps): run it as root, e.g. with sudo")
+
+
+def require_tools() -> None:
+    if not Path("/usr/bin/linux").exists():
+        raise LabError("User-Mode Linux is missing: install it with `apt-get install user-mode-linux`")
+
+
+def workdir_for(lab: str) -> Path:
+    return Path(os.environ.get("HAUTILS_WORKDIR", "/var/tmp/hautils")) / lab
+
+
+def _make_key(path: Path) -> str:
+    """A per-lab ed25519 key: the only way into the lab's VMs."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                             serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(priv)
+    path.with_suffix(".pub").write_bytes(pub + b" hautils-lab\n")
+    return pub.decode()
+
+
+class Lab:
+    """A running lab of UML VMs built from a topology (a name in ``labs/``, a path, or a ``Topology``)."""
+
+    def __init__(self, topology: str | os.PathLike | _topology.Topology, name: str | None = None,
+                 keep: bool = False):
+        self.topology = topology if isinstance(topology, _topology.Topology) else _topology.load(topology)
+        self.name = name or self.topology.name
+        if not _topology.NAME_RE.match(self.name) or len(self.name) > 12:
+            raise LabError(f"lab name {self.name!r}: up to 12 lowercase letters, digits and '-'")
+        self.keep = keep  # True: VMs outlive this Python process (the CLI's `lab up`)
+        self.workdir = workdir_for(self.name)
+        self.events: list[Event] = []
+        self.hosts: dict[str, Host] = {}
+        self.backend: UMLBackend | None = None
+        self._is_up = False
+        self._atexit_registered = False
+        self._prev_sigterm = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def up(self, progress: bool = True, timeout: float = DEFAULT_BOOT_TIMEOUT) -> "Lab":
+        """Create the network, boot every VM in parallel and wait until each answers SSH."""
+        require_root()
+        require_tools()
+        if self._is_up:
+            return self
+        if state.read(self.name) or netns.exists(f"{state.NETNS_PREFIX}{self.name}"):
+            raise LabError(f"lab {self.name!r} is already up (or a crashed run left it): "
+                           f"`hautils lab down {self.name}` removes it")
+        img = _image.build(progress=progress)
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        self.workdir.mkdir(parents=True)
+        pub = _make_key(self.workdir / "id_ed25519")
+        self.backend = UMLBackend(self.topology, self.name, self.workdir, img.path, pub)
+        self._record()
+        self._register_cleanup()
+        try:
+            self.backend.create_network()
+            for h in self.topology.hosts.values():
+                self.hosts[h.name] = self._host(h.name)
+            t0 = time.time()
+            for h in self.topology.hosts:
+                self.backend.start(h)
+            self._record()
+            self.wait_ready(list(self.topology.hosts), timeout=timeout, progress=progress)
+            self.boot_seconds = time.time() - t0
+            hosts_file = self.topology.hosts_file()
+            with ThreadPoolExecutor(len(self.hosts)) as ex:
+                list(ex.map(lambda h: h.put("/etc/hosts", hosts_file), self.hosts.values()))
+        except BaseException:
+            self.down()
+            raise
+        self._is_up = True
+        return self
+
+    def down(self) -> list[str]:
+        """Stop every VM and remove the namespace, taps, bridges, COW files and the record."""
+        for h in self.hosts.values():
+            h.close()
+        removed = state.cleanup(self.name)
+        self._is_up = False
+        return removed
+
+    def __enter__(self) -> "Lab":
+        return self.up()
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def _register_cleanup(self) -> None:
+        if self.keep:
+            return
+        if not self._atexit_registered:
+            atexit.register(self.down)
+            self._atexit_registered = True
+        if threading.current_thread() is threading.main_thread():
+            prev = signal.getsignal(signal.SIGTERM)
+
+            def on_term(signum, frame):
+                self.down()
+                if callable(prev):
+                    prev(signum, frame)
+                raise SystemExit(128 + signum)
+
+            signal.signal(signal.SIGTERM, on_term)
+
+    def _record(self) -> None:
+        vms = {}
+        if self.backend:
+            vms = {h: {"pgid": vm.pgid, "started": vm.started} for h, vm in self.backend.vms.items()}
+        state.write(self.name, {
+            "name": self.name, "topology": self.topology.source, "netns": f"{state.NETNS_PREFIX}{self.name}",
+            "workdir": str(self.workdir), "image": str(self.backend.image) if self.backend else None,
+            "owner_pid": os.getpid(), "keep": self.keep, "vms": vms,
+            "mgmt": {h.name: str(h.mgmt.address.ip) for h in self.topology.hosts.values()},
+        })
+
+    @classmethod
+    def attach(cls, name: str) -> "Lab":
+        """Reach a lab that another process brought up (``hautils lab up``) to run commands on it."""
+        rec = state.read(name)
+        if rec is None:
+            raise LabError(f"no lab {name!r} is up; running labs: {', '.join(state.labs()) or 'none'}")
+        lab = cls(rec["topology"], name=name, keep=True)
+        key = lab.workdir / "id_ed25519"
+        lab.backend = UMLBackend(lab.topology, name, lab.workdir, Path(rec.get("image") or "/nonexistent"),
+                                 key.with_suffix(".pub").read_text())
+        for h, vm in rec.get("vms", {}).items():
+            lab.backend.vms[h].pgid = vm.get("pgid")
+            lab.backend.vms[h].started = vm.get("started")
+        for h in lab.topology.hosts.values():
+            lab.hosts[h.name] = lab._host(h.name)
+        lab._is_up = True
+        return lab
+
+    def _host(self, name: str) -> Host:
+        spec = self.topology.hosts[name]
+        addr = str(spec.mgmt.address.ip)
+        ns = f"{state.NETNS_PREFIX}{self.name}"
+        return Host(name, addr, self.workdir / "id_ed25519", self.workdir / "known_hosts",
+                    connector=lambda timeout: netns.connect(ns, addr, 22, timeout))
+
+    def wait_ready(self, hosts: list[str], timeout: float = DEFAULT_BOOT_TIMEOUT, progress: bool = True) -> None:
+        """Wait until every host answers a command over SSH; a VM that dies or hangs fails with its console."""
+        assert self.backend is not None
+        deadline = time.monotonic() + timeout
+        bar = tqdm(total=len(hosts), desc=f"boot {self.name}", unit="host", disable=not progress)
+
+        def wait(host: str) -> None:
+            vm = self.backend.vms[host]
+            while True:
+                if not vm.running:
+                    raise LabError(f"VM {host} exited during boot (status {vm.proc.returncode if vm.proc else '?'}); "
+                                   f"console ({self.backend.console_log(host)}):\n{self.backend.console_tail(host)}")
+                try:
+                    self.hosts[host].run("true", timeout=20)
+                    bar.update()
+                    return
+                except (HostUnreachable, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise LabError(f"VM {host} did not answer SSH within {timeout:.0f} s; "
+                                   f"console ({self.backend.console_log(host)}):\n{self.backend.console_tail(host)}")
+                time.sleep(0.3)
+
+        try:
+            with ThreadPoolExecutor(max(1, len(hosts))) as ex:
+                for f in [ex.submit(wait, h) for h in hosts]:
+                    f.result()
+        finally:
+            bar.close()
+
+    # -- access --------------------------------------------------------------
+    def __getitem__(self, host: str) -> Host:
+        if host not in self.hosts:
+            raise KeyError(f"no host {host!r} in lab {self.name!r}; hosts: {', '.join(self.hosts)}")
+        return self.hosts[host]
+
+    def __iter__(self):
+        return iter(self.hosts.values())
+
+    def _need_up(self) -> UMLBackend:
+        if self.backend is None:
+            raise LabError(f"lab {self.name!r} is not up: call lab.up() first")
+        return self.backend
+
+    def _event(self, t: float, kind: str, target: str) -> float:
+        self.events.append(Event(t, kind, target))
+        return t
+
+    # -- faults ----------------------------------------------------------------
+    def power_off(self, host: str) -> float:
+        """Pull the VM's power: SIGKILL its process group.  Returns the time of the kill."""
+        b = self._need_up()
+        self[host].close()
+        t = b.kill(host)
+        self._record()
+        return self._event(t, "power_off", host)
+
+    def power_on(self, host: str, wait: bool = True, timeout: float = DEFAULT_BOOT_TIMEOUT) -> float:
+        """Boot the VM again on the same disks; with ``wait``, return once it answers SSH."""
+        b = self._need_up()
+        t = b.start(host)
+        self._record()
+        self._event(t, "power_on", host)
+        if wait:
+            self.wait_ready([host], timeout=timeout, progress=False)
+            self[host].put("/etc/hosts", self.topology.hosts_file())
+        return t
+
+    def cable_pull(self, host: str, iface: str = "eth0") -> float:
+        """Unplug a NIC: detach its tap from the bridge (the guest sees no carrier change, as on UML)."""
+        b = self._need_up()
+        return self._event(b.set_master(b.tap(host, iface), None), "cable_pull", f"{host}:{iface}")
+
+    def cable_plug(self, host: str, iface: str = "eth0") -> float:
+        b = self._need_up()
+        tap = b.tap(host, iface)
+        return self._event(b.set_master(tap, b.tap_bridge[tap]), "cable_plug", f"{host}:{iface}")
+
+    def partition(self, *groups: list[str] | tuple[str, ...] | str) -> float:
+        """Split the lab's networks between host groups; hosts named in no group stay with the first.
+
+        ``lab.partition(["node0"], ["node1", "node2"])`` leaves node0 alone on the
+        real bridges and gives node1 and node2 bridges of their own.
+        """
+        b = self._need_up()
+        gs = [[g] if isinstance(g, str) else list(g) for g in groups]
+        if len(gs) < 2:
+            raise LabError("a partition needs at least two groups of hosts")
+        named = [h for g in gs for h in g]
+        for h in named:
+            if h not in self.hosts:
+                raise LabError(f"partition: no host {h!r} in lab {self.name!r}")
+        if len(named) != len(set(named)):
+            raise LabError("partition: a host is in more than one group")
+        return self._event(b.partition(gs), "partition", " | ".join(",".join(g) for g in gs))
+
+    def heal(self) -> float:
+        """Undo a partition: every NIC back on its own network."""
+        return self._event(self._need_up().heal(), "heal", "all")
+
+    # -- information -------------------------------------------------------------
+    def status(self) -> list[dict]:
+        """One row per host: running, process group, management address, NICs and their bridges."""
+        b = self._need_up()
+        rows = []
+        for name, vm in b.vms.items():
+            alive = bool(vm.pgid and state.group_pids(vm.pgid, f"umid={self.name}-{name}"))
+            nics = []
+            for iface, (tap, link) in b.taps(name).items():
+                master = b.tap_master(tap) if netns.exists(b.netns) else None
+                nics.append(f"{iface}={link.address.with_prefixlen if link.address else '-'}@{master or 'UNPLUGGED'}")
+            rows.append({"host": name, "running": alive, "pgid": vm.pgid,
+                         "mgmt": str(vm.spec.mgmt.address.ip), "memory_mb": vm.spec.memory_mb, "nics": " ".join(nics)})
+        return rows

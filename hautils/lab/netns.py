@@ -1,0 +1,100 @@
+"""Network namespaces: the lab's private network, and sockets opened inside it.
+
+Every lab lives in its own namespace so that the paper's addresses
+(192.168.103.x, 10.10.x.x) exist only there and no lab packet can leave the
+machine.  The notebook still needs to talk to the VMs: a short-lived thread
+enters the namespace (``setns`` changes only the calling thread) and opens
+the socket there; the socket keeps its namespace for life.  No relay
+process, no netcat.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from pyroute2 import IPRoute, netns as _netns
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/var/run/netns")
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def setns(name: str) -> None:
+    """Move the *calling thread* (or a freshly forked child) into namespace ``name``."""
+    fd = os.open(NETNS_DIR / name, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into network namespace {name!r}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def create(name: str) -> None:
+    _netns.create(name)
+    with ipr(name) as ip:
+        ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+
+
+def remove(name: str) -> None:
+    """Delete a namespace; its bridges and taps go with it."""
+    if exists(name):
+        _netns.remove(name)
+
+
+def listed() -> list[str]:
+    return sorted(_netns.listnetns())
+
+
+def ipr(name: str) -> IPRoute:
+    """An rtnetlink handle inside namespace ``name`` (use as a context manager)."""
+    return IPRoute(netns=name)
+
+
+def run_in(name: str, fn: Callable[[], T], timeout: float | None = None) -> T:
+    """Run ``fn`` in a thread that has entered namespace ``name`` and return its result."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            setns(name)
+            box["result"] = fn()
+        except BaseException as e:  # re-raised in the caller
+            box["error"] = e
+
+    t = threading.Thread(target=target, name=f"netns-{name}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"operation inside network namespace {name!r} took longer than {timeout} s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def connect(name: str, address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP socket connected from inside namespace ``name``."""
+
+    def open_socket() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect((address, port))
+        except BaseException:
+            s.close()
+            raise
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    return run_in(name, open_socket, timeout=timeout + 5)
