@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import LabError
 
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 SUITE = "bookworm"
 
 #: Installed by debootstrap itself (minbase has no gpgv: apt could not verify indexes).
@@ -65,7 +65,18 @@ MASK = [
     "mdcheck_start.timer", "mdcheck_continue.timer", "mdmonitor-oneshot.timer",
     "multipathd.service", "multipathd.socket", "iscsid.socket", "lxc-net.service",
     "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount",
-    "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
+    "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "dev-hugepages.mount", "dev-mqueue.mount",
+    # Boot trimming, measured with `systemd-analyze blame` in a guest: coldplugging every
+    # device took ~7 s of a 15 s boot (udevd itself stays, for devices that appear later:
+    # DRBD, iSCSI disks); logind (~4 s) is unneeded once pam_systemd is gone; the rest
+    # are one process each, and a process costs ~30 ms in UML.
+    "systemd-udev-trigger.service", "systemd-udev-settle.service", "systemd-logind.service",
+    "systemd-remount-fs.service", "systemd-modules-load.service", "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service", "systemd-random-seed.service", "systemd-sysusers.service",
+    "systemd-journal-flush.service", "systemd-user-sessions.service", "systemd-pstore.service",
+    "modprobe@drm.service", "modprobe@fuse.service", "modprobe@loop.service",
+    "modprobe@dm_mod.service", "modprobe@efi_pstore.service", "systemd-firstboot.service",
+    "systemd-hwdb-update.service", "ldconfig.service", "systemd-machine-id-commit.service",
 ]
 
 GUEST_DIR = Path(__file__).parent / "guest"
@@ -152,7 +163,7 @@ def _run(cmd: list[str], log, **kw) -> None:
         raise LabError(f"image build step failed ({res.returncode}): {' '.join(cmd)}; see {log.name}")
 
 
-def _chroot(root: Path, script: str, log) -> None:
+def _chroot(root: Path, script: str, log, binds: dict[Path, str] | None = None) -> None:
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "DEBIAN_FRONTEND": "noninteractive",
@@ -161,9 +172,11 @@ def _chroot(root: Path, script: str, log) -> None:
     }
     # A private mount namespace: /proc and /dev/pts vanish with the process,
     # even if the build is killed half-way.
+    mounts = "".join(f"mkdir -p {root}{inside}; mount --bind {outside} {root}{inside}; "
+                     for outside, inside in (binds or {}).items())
     _run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
-         f"mount -t proc proc {root}/proc; mount -t devpts devpts {root}/dev/pts || true; "
+         f"mount -t proc proc {root}/proc; mount -t devpts devpts {root}/dev/pts || true; {mounts}"
          f"exec chroot {root} sh -ec '{script}'"],
         log, env=env,
     )
@@ -188,8 +201,11 @@ def build(force: bool = False, progress: bool = True) -> Image:
     try:
         with open(log_path, "w") as log:
             bar.set_postfix_str(steps[0])
+            # Downloaded packages are kept between builds: a rebuild fetches only what changed.
+            debs = cache_dir() / "debs"
+            (debs / "partial").mkdir(parents=True, exist_ok=True)
             _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                  SUITE, str(root), mirror], log)
+                  f"--cache-dir={debs}", SUITE, str(root), mirror], log)
             bar.update()
 
             bar.set_postfix_str(steps[1])
@@ -203,7 +219,8 @@ def build(force: bool = False, progress: bool = True) -> Image:
                 "path-include=/usr/share/locale/locale.alias\n"
             )
             _chroot(root, "apt-get update -q; apt-get install -y -q --no-install-recommends "
-                    + " ".join(PACKAGES) + "; apt-get clean", log)
+                    + " ".join(PACKAGES), log, binds={debs: "/var/cache/apt/archives"})
+            _chroot(root, "rm -rf /var/lib/apt/lists/*", log)
             bar.update()
 
             bar.set_postfix_str(steps[2])
@@ -229,8 +246,8 @@ def build(force: bool = False, progress: bool = True) -> Image:
     finally:
         bar.close()
         shutil.rmtree(work, ignore_errors=True)
-    for old in target.parent.glob(f"{SUITE}-*.img"):
-        if old != target:
+    for old in target.parent.glob(f"{SUITE}-*"):
+        if old.suffix in (".img", ".log") and old.stem != target.stem:
             old.unlink(missing_ok=True)
     return Image(target, image_hash(), built_in_s=time.monotonic() - started)
 
@@ -258,6 +275,12 @@ def _configure_guest(root: Path, log) -> None:
     jd.mkdir(parents=True, exist_ok=True)
     (jd / "hautils.conf").write_text("[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n")
     (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
+    # No logind in the guests: logins must not wait for it.
+    pam = root / "etc/pam.d/common-session"
+    pam.write_text("".join(l for l in pam.read_text().splitlines(True) if "pam_systemd" not in l))
+    sd = root / "etc/systemd/system/ssh.service.d"
+    sd.mkdir(parents=True, exist_ok=True)
+    (sd / "hautils.conf").write_text("[Service]\n# the config is checked when the image is built\nExecStartPre=\n")
     (root / "var/lib/hautils").mkdir(parents=True, exist_ok=True)
     keep = " ".join(sorted(KEEP_ENABLED))
     _chroot(root, (

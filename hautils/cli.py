@@ -1,0 +1,147 @@
+"""``hautils`` command line: build the image, bring labs up and down, log into hosts.
+
+    hautils image build
+    hautils lab up storage          # VMs keep running after the command returns
+    hautils lab status
+    hautils lab ssh storage iscsi-client 'cat /proc/cmdline'
+    hautils lab down storage        # or --all after a crashed run
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from .errors import CommandError, HostUnreachable, LabError, TopologyError
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """HA Lab Book: labs of real Linux VMs to build, break and measure HA setups."""
+
+
+@main.group()
+def image() -> None:
+    """The shared Debian image every lab VM boots."""
+
+
+@image.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even if a cached image matches.")
+def image_build(force: bool) -> None:
+    """Build the lab image (debootstrap + packages), or reuse the cached one."""
+    from .lab import image as img, require_root
+
+    try:
+        require_root()
+        t = time.monotonic()
+        res = img.build(force=force)
+    except LabError as e:
+        _fail(e)
+    how = f"built in {res.built_in_s:.0f} s" if res.built_in_s is not None else "cached"
+    click.echo(f"{res.path} ({how}; {time.monotonic() - t:.1f} s)")
+
+
+@main.group()
+def lab() -> None:
+    """Bring labs up, inspect them, log in, tear them down."""
+
+
+@lab.command("up")
+@click.argument("topology")
+@click.option("--name", help="Lab name (default: the topology's name).")
+def lab_up(topology: str, name: str | None) -> None:
+    """Boot every host of TOPOLOGY (a name in labs/ or a YAML path) and wait for SSH."""
+    from .lab import Lab
+
+    try:
+        lab = Lab(topology, name=name, keep=True)
+        t = time.monotonic()
+        lab.up()
+        click.echo(f"lab {lab.name} up in {time.monotonic() - t:.1f} s")
+        _print_status(lab)
+    except (LabError, TopologyError) as e:
+        _fail(e)
+
+
+def _print_status(lab) -> None:
+    for row in lab.status():
+        state = "running" if row["running"] else "OFF"
+        click.echo(f"  {row['host']:<15} {state:<8} mgmt {row['mgmt']:<15} {row['nics']}")
+
+
+@lab.command("status")
+@click.argument("name", required=False)
+def lab_status(name: str | None) -> None:
+    """Show running labs and their hosts."""
+    from .lab import Lab, state
+
+    names = [name] if name else state.labs()
+    if not names:
+        click.echo("no lab is up")
+    for n in names:
+        try:
+            lab = Lab.attach(n)
+        except (LabError, TopologyError) as e:
+            _fail(e)
+        click.echo(f"lab {n} ({lab.topology.source}), namespace hal-{n}, work dir {lab.workdir}")
+        _print_status(lab)
+
+
+@lab.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def lab_ssh(name: str, host: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND on HOST of lab NAME, or open an interactive shell there."""
+    from .lab import Lab, state
+
+    try:
+        lab = Lab.attach(name)
+        h = lab[host]
+    except (LabError, TopologyError, KeyError) as e:
+        _fail(e)
+    if command:
+        try:
+            res = h.run(" ".join(command), check=False, timeout=None)
+        except HostUnreachable as e:
+            _fail(e)
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        sys.exit(res.exit_status)
+    # Interactive: the system ssh client, run inside the lab's namespace.
+    args = ["ip", "netns", "exec", f"{state.NETNS_PREFIX}{name}", "ssh", "-i", str(lab.workdir / "id_ed25519"),
+            "-o", f"UserKnownHostsFile={lab.workdir / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"HostKeyAlias={h.address}", f"root@{h.address}"]
+    os.execvp(args[0], args)
+
+
+@lab.command("down")
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Remove every lab, and leftovers of crashed runs.")
+def lab_down(name: str | None, all_: bool) -> None:
+    """Stop a lab's VMs and remove its namespace, taps, bridges and disks."""
+    from .lab import require_root, state
+
+    try:
+        require_root()
+    except LabError as e:
+        _fail(e)
+    if not name and not all_:
+        _fail(LabError("name a lab or use --all"))
+    removed = state.cleanup_all() if all_ else state.cleanup(name)  # type: ignore[arg-type]
+    for r in removed:
+        click.echo(f"removed {r}")
+    if not removed:
+        click.echo("nothing to remove")
+
+
+if __name__ == "__main__":
+    main()
