@@ -152,12 +152,16 @@ class Lab:
         if self.keep:
             return
         if not self._atexit_registered:
-            atexit.register(self.down)
+            owner = os.getpid()
+            atexit.register(lambda: os.getpid() == owner and self.down())
             self._atexit_registered = True
         if threading.current_thread() is threading.main_thread():
             prev = signal.getsignal(signal.SIGTERM)
+            owner = os.getpid()
 
             def on_term(signum, frame):
+                if os.getpid() != owner:  # a forked child (pyroute2's helpers) must not tear down
+                    os._exit(128 + signum)
                 self.down()
                 if callable(prev):
                     prev(signum, frame)

@@ -17,7 +17,11 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from pyroute2 import IPRoute, netns as _netns
+from pyroute2 import IPRoute, config as _pyroute2_config, netns as _netns
+
+# pyroute2 reaches a namespace through a forked child that it stops with SIGTERM; the
+# child must not run the parent's SIGTERM handler (the lab's teardown) on the way out.
+_pyroute2_config.disable_mp_signal = True
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/var/run/netns")
