@@ -114,7 +114,9 @@ class Host:
         self.key_file, self.known_hosts = Path(key_file), Path(known_hosts)
         self._connector = connector
         self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
+        self._sftp_lock = threading.Lock()
         self._kh_lock = lock or threading.Lock()
 
     def __repr__(self) -> str:
@@ -130,6 +132,7 @@ class Host:
                     return self._client
                 self._client.close()
                 self._client = None
+                self._sftp = None
             deadline = time.monotonic() + timeout
             try:
                 sock = self._connector(timeout)
@@ -162,6 +165,7 @@ class Host:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+                self._sftp = None
 
     # -- commands ----------------------------------------------------------
     def run(self, command: str, check: bool = True, timeout: float | None = 60.0,
@@ -228,26 +232,54 @@ class Host:
         except Exception:
             return False
 
-    def put(self, path: str, data: str | bytes, mode: int = 0o644) -> None:
-        """Write a file on the host (the parent directory is created)."""
-        payload = data.encode() if isinstance(data, str) else data
-        q = shlex.quote(path)
-        self.run(f"mkdir -p \"$(dirname {q})\" && cat > {q}.hautils-tmp && chmod {mode:o} {q}.hautils-tmp "
-                 f"&& mv {q}.hautils-tmp {q}", stdin=payload)
-
-    def get(self, path: str) -> bytes:
-        """Read a file from the host."""
+    def sftp(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session (one ``sftp-server`` process, reused: forks are dear in UML)."""
         client = self.connect()
+        if self._sftp is None or self._sftp.sock.closed:
+            self._sftp = client.open_sftp()
+        return self._sftp
+
+    def _sftp_call(self, path: str, fn):
         try:
-            with client.open_sftp() as sftp, sftp.open(path, "rb") as f:
-                return f.read()
+            with self._sftp_lock:
+                return fn(self.sftp())
         except FileNotFoundError:
-            raise FileNotFoundError(f"{self.name}:{path}: no such file") from None
-        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise FileNotFoundError(f"{self.name}:{path}: no such file or directory") from None
+        except PermissionError:
+            raise PermissionError(f"{self.name}:{path}: permission denied") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
             if isinstance(e, OSError) and e.errno is not None:
                 raise OSError(e.errno, f"{self.name}:{path}: {e.strerror}") from None
             self.close()
-            raise HostUnreachable(self.name, f"while reading {path}: {e}") from None
+            raise HostUnreachable(self.name, f"while accessing {path}: {e}") from None
+
+    def put(self, path: str, data: str | bytes, mode: int = 0o644) -> None:
+        """Write a file on the host atomically (missing parent directories are created)."""
+        payload = data.encode() if isinstance(data, str) else data
+        tmp = f"{path}.hautils-tmp"
+
+        def write(sftp: paramiko.SFTPClient) -> None:
+            parent = path.rsplit("/", 1)[0] or "/"
+            try:
+                sftp.stat(parent)
+            except FileNotFoundError:
+                self.run(f"mkdir -p {shlex.quote(parent)}")
+            with sftp.open(tmp, "wb") as f:
+                f.write(payload)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, path)
+
+        self._sftp_call(path, write)
+
+    def get(self, path: str) -> bytes:
+        """Read a file from the host."""
+
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            with sftp.open(path, "rb") as f:
+                f.prefetch()
+                return f.read()
+
+        return self._sftp_call(path, read)
 
     def service(self, name: str) -> Service:
         return Service(self, name)

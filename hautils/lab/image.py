@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import LabError
 
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"
 SUITE = "bookworm"
 
 #: Installed by debootstrap itself (minbase has no gpgv: apt could not verify indexes).
@@ -77,6 +77,8 @@ MASK = [
     "modprobe@drm.service", "modprobe@fuse.service", "modprobe@loop.service",
     "modprobe@dm_mod.service", "modprobe@efi_pstore.service", "systemd-firstboot.service",
     "systemd-hwdb-update.service", "ldconfig.service", "systemd-machine-id-commit.service",
+    # static /dev nodes for not-yet-loaded modules: devtmpfs makes the node when a module loads
+    "systemd-tmpfiles-setup-dev.service", "kmod-static-nodes.service", "modprobe@configfs.service",
 ]
 
 GUEST_DIR = Path(__file__).parent / "guest"
