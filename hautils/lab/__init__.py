@@ -55,7 +55,9 @@ def require_root() -> None:
 
 
 def require_tools() -> None:
-    if not Path("/usr/bin/linux").exists():
+    from . import uml
+
+    if not Path(uml.UML_BINARY).exists():
         raise LabError("User-Mode Linux is missing: install it with `apt-get install user-mode-linux`")
 
 

@@ -238,3 +238,25 @@ def test_not_root_is_refused_at_once():
             f"try:\n    Lab({str(PAIR)!r}).up()\nexcept LabError as e:\n    print(e)\n")
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "needs root" in out
+
+
+def test_cli_up_status_ssh_down():
+    """The command line a learner uses: `hautils lab up/status/ssh/down`."""
+    cli = [PY, "-m", "hautils.cli", "lab"]
+    run = lambda *a: subprocess.run([*cli, *a], capture_output=True, text=True, timeout=300)  # noqa: E731
+    up = run("up", str(PAIR), "--name", "clitest")
+    assert up.returncode == 0, up.stderr[-2000:]
+    assert "lab clitest up in" in up.stdout and "alpha" in up.stdout
+    try:
+        st = run("status", "clitest")
+        assert "alpha" in st.stdout and "running" in st.stdout and "eth1=10.10.1.10/24@back" in st.stdout
+        ssh = run("ssh", "clitest", "beta", "hostname")
+        assert (ssh.returncode, ssh.stdout) == (0, "beta\n")
+        bad = run("ssh", "clitest", "beta", "exit 7")
+        assert bad.returncode == 7
+    finally:
+        down = run("down", "clitest")
+    assert down.returncode == 0 and "removed VM alpha" in down.stdout
+    assert leftovers("clitest") == []
+    missing = run("ssh", "nosuchlab", "alpha", "true")
+    assert missing.returncode == 2 and "no lab 'nosuchlab' is up" in missing.stderr
