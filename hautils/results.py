@@ -26,6 +26,10 @@ from typing import Any
 
 import pandas as pd
 
+#: The book's results records (``HAUTILS_RESULTS`` overrides): one file per chapter, next to the
+#: chapters, whatever directory a notebook runs in.
+RESULTS_DIR = Path(os.environ.get("HAUTILS_RESULTS", Path(__file__).resolve().parent.parent / "results"))
+
 __all__ = ["Results", "KNOWN_UNITS", "FIELDS", "check", "load_all", "validate_entry"]
 
 #: Entry fields, in the order they are written.
@@ -188,13 +192,13 @@ class Results:
     from the saved file (use it to update some entries and keep the rest).
     """
 
-    def __init__(self, chapter: str, root: str | os.PathLike[str] = "results"):
+    def __init__(self, chapter: str, root: str | os.PathLike[str] | None = None):
         if not isinstance(chapter, str) or not _CHAPTER_RE.match(chapter):
             raise ValueError(
                 f"chapter must be a file-name-safe name like 'ch03-heartbeat' (letters, digits, . _ -), got {chapter!r}"
             )
         self.chapter = chapter
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else RESULTS_DIR
         self.entries: list[dict[str, Any]] = []
 
     @property
@@ -275,7 +279,7 @@ class Results:
         return self.path
 
     @classmethod
-    def load(cls, chapter: str, root: str | os.PathLike[str] = "results") -> Results:
+    def load(cls, chapter: str, root: str | os.PathLike[str] | None = None) -> Results:
         """Read ``<root>/<chapter>.json`` back, validating every entry."""
         r = cls(chapter, root)
         path = r.path
@@ -309,13 +313,14 @@ _ALL_COLUMNS = [
 ]  # fmt: skip
 
 
-def load_all(root: str | os.PathLike[str] = "results") -> pd.DataFrame:
+def load_all(root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Every entry of every ``<root>/*.json``, one row each, with min/median/max of the values.
 
     Rows are ordered by chapter (file name), then by entry order in the file.
     """
     rows = []
-    for path in sorted(Path(root).glob("*.json")):
+    root = Path(root) if root is not None else RESULTS_DIR
+    for path in sorted(root.glob("*.json")):
         res = Results.load(path.stem, root)
         for e in res.entries:
             v = e["values"]

@@ -41,22 +41,58 @@ def setns(name: str) -> None:
         os.close(fd)
 
 
+def off_loop(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run ``fn`` in a worker thread when the caller's thread runs an asyncio loop.
+
+    pyroute2 drives netlink with its own asyncio loop; inside Jupyter, cells run while the
+    kernel's loop is running, and pyroute2 would fail with "This event loop is already running".
+    """
+    import asyncio
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = fn(*args, **kwargs)
+            except BaseException as e:
+                box["error"] = e
+
+        t = threading.Thread(target=target, name=f"netlink-{fn.__name__}", daemon=True)
+        t.start()
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    return wrapper
+
+
 def exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
+@off_loop
 def create(name: str) -> None:
     _netns.create(name)
     with ipr(name) as ip:
         ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
 
 
+@off_loop
 def remove(name: str) -> None:
     """Delete a namespace; its bridges and taps go with it."""
     if exists(name):
         _netns.remove(name)
 
 
+@off_loop
 def listed() -> list[str]:
     return sorted(_netns.listnetns())
 

@@ -96,6 +96,7 @@ class UMLBackend:
         return self.vms[host]
 
     # -- network ---------------------------------------------------------------
+    @netns.off_loop
     def create_network(self) -> None:
         """Namespace, bridges (STP off, no multicast snooping: VRRP/corosync need it plain) and taps."""
         if netns.exists(self.netns):
@@ -118,6 +119,7 @@ class UMLBackend:
                     if bridge == MGMT_BRIDGE:
                         ip.brport("set", index=idx, isolated=1)
 
+    @netns.off_loop
     def set_master(self, tap: str, bridge: str | None) -> float:
         """Attach a tap to a bridge, or detach it (``None``): the cable pull.  Returns when done."""
         with netns.ipr(self.netns) as ip:
@@ -129,12 +131,14 @@ class UMLBackend:
                 ip.link("set", index=idx, state="up")
         return t
 
+    @netns.off_loop
     def tap_master(self, tap: str) -> str | None:
         with netns.ipr(self.netns) as ip:
             link = ip.get_links(ip.link_lookup(ifname=tap)[0])[0]
             m = link.get_attr("IFLA_MASTER")
             return ip.get_links(m)[0].get_attr("IFLA_IFNAME") if m else None
 
+    @netns.off_loop
     def partition(self, groups: list[list[str]]) -> float:
         """Split every lab network: group 0 keeps the real bridges, group k gets bridges of its own."""
         self.heal()
@@ -161,6 +165,7 @@ class UMLBackend:
                 t = self.set_master(tap, shadow)
         return t
 
+    @netns.off_loop
     def heal(self) -> float:
         t = time.time()
         for host in self.vms:
