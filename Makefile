@@ -1,11 +1,19 @@
 # HA Lab Book entry points (run as root: the labs need namespaces and taps).
-#   make        set everything up and run the course (today: image + storage lab smoke run)
-#   make test   run every test (unit tests and real-VM lab tests)
+#   make        set everything up and run the course: execute every notebook against
+#               fresh labs, then build the HTML book (_build/html/index.html)
+#   make test   run every test: unit tests, real-VM lab tests, and the notebooks under nbval
 PY := .venv/bin/python
+NOTEBOOKS := $(sort $(wildcard chapters/*.ipynb)) $(sort $(wildcard labs/*.ipynb))
+# fast mode (default): fewer trials, shorter probing; FULL=1 for the book's full run
+ifeq ($(FULL),1)
+PARAMS := -p fast False -p trials 10
+else
+PARAMS := -p fast True -p trials 3
+endif
 
-.PHONY: all setup image labs test unit clean benchmark
+.PHONY: all setup image labs notebooks chapter html book test unit-and-lab unit nbval clean benchmark
 
-all: setup image labs
+all: setup image notebooks html
 
 setup:
 	scripts/setup
@@ -13,12 +21,40 @@ setup:
 image: setup
 	$(PY) -m hautils.cli image build
 
-# Bring up every course lab in turn, show each host answering, tear it down.
+# Bring up a course lab, show every host answering, tear it down (a quick engine check).
 labs: setup
 	$(PY) scripts/smoke_labs.py storage
 
-test: setup
+# Execute every notebook in place against fresh labs (its outputs become the book's).
+notebooks: setup image
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(PY) -m papermill "$$nb" "$$nb" --cwd "$$(dirname $$nb)" -k python3 $(PARAMS) --no-progress-bar || exit 1; \
+	done
+
+# One notebook: make chapter NB=chapters/01-availability.ipynb
+chapter: setup image
+	$(PY) -m papermill "$(NB)" "$(NB)" --cwd "$$(dirname $(NB))" -k python3 $(PARAMS)
+
+# Build the HTML book from the executed notebooks (no execution here).
+html: setup
+	mkdir -p _static
+	cp "$$($(PY) -c 'import plotly, pathlib; print(pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js")')" _static/plotly.min.js
+	$(PY) -m jupyter_book build . --warningiserror --keep-going
+	@echo "book: $$(pwd)/_build/html/index.html"
+
+book: notebooks html
+
+test: setup unit-and-lab nbval
+
+unit-and-lab:
 	$(PY) -m pytest -v -rs tests
+
+# Re-execute the committed notebooks against fresh labs and compare their outputs:
+# measured numbers are ignored (NBVAL_IGNORE_OUTPUT), range checks are compared exactly.
+nbval: setup image
+	$(PY) -m pytest -v --nbval $(NOTEBOOKS) --nbval-sanitize-with .ci/nbval-sanitize.cfg \
+	  --nbval-cell-timeout 1800 -p no:cacheprovider
 
 unit: setup
 	$(PY) -m pytest -q -m "not lab" tests
@@ -28,4 +64,4 @@ benchmark: setup
 
 clean:
 	-$(PY) -m hautils.cli lab down --all
-	rm -rf _build .pytest_cache
+	rm -rf _build _static/plotly.min.js .pytest_cache

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.io.base_renderers import MimetypeRenderer
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
@@ -1173,3 +1174,41 @@ def write_loss(
         + (f" ({len(loss.corrupt_seqs):,} corrupt)" if loss.corrupt_seqs else "")
     )
     return apply_style(fig, height=380)
+
+
+# ---------------------------------------------------------------------------
+# Showing figures in notebooks and in the offline book
+# ---------------------------------------------------------------------------
+
+
+class _BookRenderer(MimetypeRenderer):
+    """Plotly renderer for the course's notebooks.
+
+    It emits the figure twice: as plotly's own JSON mimetype (JupyterLab draws it) and as an
+    HTML ``<div>`` *without* plotly.js.  The HTML book loads plotly.js once per page from its
+    own ``_static/`` folder (``make book`` copies it from the installed plotly package), so
+    pages work offline and notebooks stay small.  The div id is derived from the figure's
+    content, so re-running a notebook does not change its outputs needlessly.
+    """
+
+    def to_mimebundle(self, fig_dict):
+        import hashlib
+        import json
+
+        import plotly.io as pio
+
+        blob = json.dumps(fig_dict, sort_keys=True, default=str).encode()
+        div_id = "halab-" + hashlib.sha256(blob).hexdigest()[:12]
+        html = pio.to_html(fig_dict, include_plotlyjs=False, full_html=False, div_id=div_id,
+                           config={"displaylogo": False, "responsive": True}, validate=False)
+        return {"application/vnd.plotly.v1+json": {"data": fig_dict.get("data", []),
+                                                   "layout": fig_dict.get("layout", {})},
+                "text/html": html}
+
+
+def use_book_renderer() -> None:
+    """Make every figure a notebook displays render in JupyterLab and in the offline book."""
+    import plotly.io as pio
+
+    pio.renderers["halab"] = _BookRenderer()
+    pio.renderers.default = "halab"
