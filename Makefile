@@ -52,9 +52,12 @@ unit-and-lab:
 
 # Re-execute the committed notebooks against fresh labs and compare their outputs:
 # measured numbers are ignored (NBVAL_IGNORE_OUTPUT), range checks are compared exactly.
+# The re-run writes its results to a scratch copy: results/ keeps matching the notebooks.
 nbval: setup image
-	$(PY) -m pytest -v --nbval $(NOTEBOOKS) --nbval-sanitize-with .ci/nbval-sanitize.cfg \
-	  --nbval-cell-timeout 1800 -p no:cacheprovider
+	scratch=$$(mktemp -d) && cp results/*.json "$$scratch"/ && \
+	HAUTILS_RESULTS="$$scratch" $(PY) -m pytest -v --nbval $(NOTEBOOKS) \
+	  --nbval-sanitize-with .ci/nbval-sanitize.cfg --nbval-cell-timeout 1800 -p no:cacheprovider; \
+	status=$$?; rm -rf "$$scratch"; exit $$status
 
 unit: setup
 	$(PY) -m pytest -q -m "not lab" tests
