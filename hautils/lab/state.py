@@ -64,18 +64,22 @@ def group_pids(pgid: int, marker: str | None = None) -> list[int]:
     return pids
 
 
-def kill_group(pgid: int, marker: str, timeout: float = 10.0) -> bool:
-    """SIGKILL a VM's process group if it is still ours; wait until it is gone."""
+def kill_group(pgid: int, marker: str, timeout: float = 10.0) -> float | None:
+    """SIGKILL a VM's process group if it is still ours and wait until it is gone.
+
+    Returns the time read right before the signal (the moment the power failed), or None if
+    the group was not running."""
     if not group_pids(pgid, marker):
-        return False
+        return None
+    t = time.time()
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
-        return False
+        return None
     deadline = time.monotonic() + timeout
     while group_pids(pgid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return True
+    return t
 
 
 def cleanup(lab: str) -> list[str]:
@@ -83,7 +87,7 @@ def cleanup(lab: str) -> list[str]:
     rec = read(lab) or {}
     done: list[str] = []
     for host, vm in (rec.get("vms") or {}).items():
-        if vm.get("pgid") and kill_group(int(vm["pgid"]), f"umid={lab}-{host}"):
+        if vm.get("pgid") and kill_group(int(vm["pgid"]), f"umid={lab}-{host}") is not None:
             done.append(f"VM {host} (process group {vm['pgid']})")
     ns = rec.get("netns") or f"{NETNS_PREFIX}{lab}"
     if netns.exists(ns):

@@ -245,10 +245,9 @@ class UMLBackend:
     def kill(self, host: str) -> float:
         """Power failure: SIGKILL the VM's whole process group (no shutdown, no FIN)."""
         vm = self._vm(host)
-        if vm.pgid is None or not state.group_pids(vm.pgid):
+        t = state.kill_group(vm.pgid, f"umid={self.lab}-{host}") if vm.pgid is not None else None
+        if t is None:
             raise LabError(f"host {host!r} is not running")
-        t = time.time()
-        state.kill_group(vm.pgid, f"umid={self.lab}-{host}")
         if vm.proc is not None:
             vm.proc.wait(timeout=10)
         vm.proc = None

@@ -157,6 +157,12 @@ class Log:
         self.path = path
         self.f = open(path, "w", buffering=1, encoding="utf-8")
         self.fd = self.f.fileno()
+        # make the new file's directory entry durable too: a power cut must not lose the log
+        dfd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
         self.lines = 0
         self.sync_interval = sync_interval
         self._synced = 0
