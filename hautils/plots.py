@@ -1176,6 +1176,52 @@ def write_loss(
     return apply_style(fig, height=380)
 
 
+def topology(topo: Any, *, title: str | None = None, show_mgmt: bool = False) -> go.Figure:
+    """Draw a lab from its topology (a ``hautils.topology.Topology``): hosts above, the
+    networks (bridges) they plug into below, each link labelled with its NIC and address.
+
+    The paper's network figures are drawn from the same YAML files the labs boot from, so a
+    figure can never disagree with the lab it describes.
+    """
+    hosts = list(topo.hosts.values())
+    nets = list(topo.networks.values())
+    hx = {h.name: float(i) for i, h in enumerate(hosts)}
+    # a network sits under the hosts it connects (mean x), spread so none overlap
+    order = sorted(nets, key=lambda n: np.mean([hx[h.name] for h in hosts
+                                                 for l in h.links if l.network == n.name] or [0.0]))
+    span = max(len(hosts) - 1, 1)
+    nx = {n.name: (span * i / max(len(order) - 1, 1) if len(order) > 1 else span / 2) for i, n in enumerate(order)}
+    fig = go.Figure()
+    for h in hosts:
+        for l in h.links:
+            x0, x1 = hx[h.name], nx[l.network]
+            fig.add_trace(go.Scatter(x=[x0, x1], y=[1.0, 0.0], mode="lines", hoverinfo="skip", showlegend=False,
+                                     line={"color": PALETTE["sky"], "width": 2}))
+            label = f"{l.iface} {l.address.ip if l.address else ''}".strip()
+            fig.add_annotation(x=x0 + (x1 - x0) * 0.72, y=0.28, text=html.escape(label), showarrow=False,
+                               font={"size": 10}, bgcolor="rgba(255,255,255,0.85)")
+    fig.add_trace(go.Scatter(
+        x=[hx[h.name] for h in hosts], y=[1.0] * len(hosts), mode="markers+text", name="hosts",
+        text=[html.escape(h.name) for h in hosts], textposition="top center",
+        marker={"symbol": "square", "size": 26, "color": PALETTE["blue"]},
+        hovertext=[html.escape(f"{h.name}: {h.role or 'host'}, {h.memory_mb} MiB"
+                               + (f", disks {', '.join(d.name for d in h.disks)}" if h.disks else ""))
+                   for h in hosts], hoverinfo="text"))
+    fig.add_trace(go.Scatter(
+        x=[nx[n.name] for n in order], y=[0.0] * len(order), mode="markers+text", name="networks (bridges)",
+        text=[html.escape(f"{n.name} {n.subnet}") for n in order], textposition="bottom center",
+        marker={"symbol": "diamond", "size": 18, "color": PALETTE["orange"]}, hoverinfo="text",
+        hovertext=[html.escape(f"{n.name} {n.subnet} {n.description}") for n in order]))
+    for v in getattr(topo, "virtual_ips", []):
+        fig.add_annotation(x=nx[v.network], y=-0.32, showarrow=False, font={"size": 10},
+                           text=html.escape(f"virtual IP {v.name} {v.address}"))
+    fig.update_xaxes(visible=False, range=[-0.8, span + 0.8])
+    fig.update_yaxes(visible=False, range=[-0.5, 1.35])
+    fig.update_layout(title=title or html.escape(f"{topo.name}: {topo.description}"),
+                      legend={"orientation": "h", "y": -0.05})
+    return apply_style(fig, height=360)
+
+
 # ---------------------------------------------------------------------------
 # Showing figures in notebooks and in the offline book
 # ---------------------------------------------------------------------------

@@ -457,3 +457,21 @@ def test_figures_reference_nothing_remote_and_use_the_template():
         assert fig.layout.template.layout.font.family == pl.FONT_FAMILY, name
         assert fig.layout.font.family is None, name  # fonts only come from the template
         assert text == fig.to_json(), name
+
+
+def test_topology_figure_draws_every_link_from_the_yaml():
+    from hautils import topology as topo_mod
+
+    t = topo_mod.load("routing", check_memory=False)
+    fig = pl.topology(t)
+    links = [(h.name, l) for h in t.hosts.values() for l in h.links]
+    edges = [tr for tr in fig.data if tr.mode == "lines"]
+    assert len(edges) == len(links) == 18
+    labels = {a.text for a in fig.layout.annotations}
+    assert "eth3 10.10.15.1" in labels and "eth1 10.10.10.2" in labels
+    hosts = next(tr for tr in fig.data if tr.name == "hosts")
+    assert list(hosts.text) == list(t.hosts)
+    nets = next(tr for tr in fig.data if tr.name == "networks (bridges)")
+    assert sorted(x.split()[0] for x in nets.text) == sorted(t.networks)
+    s = topo_mod.load("storage", check_memory=False)
+    assert any("virtual IP iscsi-server-ha 192.168.103.36" == a.text for a in pl.topology(s).layout.annotations)
