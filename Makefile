@@ -39,6 +39,7 @@ chapter: setup image
 
 # Build the HTML book from the executed notebooks (no execution here).
 html: setup
+	$(PY) scripts/make_toc.py
 	PY=$(PY) scripts/vendor_assets
 	.venv/bin/jupyter-book build . --warningiserror --keep-going
 	@echo "book: $$(pwd)/_build/html/index.html"

@@ -197,7 +197,10 @@ class Host:
                 out.write(chan.recv(65536)); progressed = True
             if chan.recv_stderr_ready():
                 err.write(chan.recv_stderr(65536)); progressed = True
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            # Done when the remote side closed its output (EOF) and the exit status came, and
+            # everything buffered was read: the exit status can arrive before the last stderr.
+            if (chan.eof_received or chan.closed) and chan.exit_status_ready() \
+                    and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break
             if not transport.is_active():
                 self.close()
