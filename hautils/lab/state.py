@@ -82,6 +82,25 @@ def kill_group(pgid: int, marker: str, timeout: float = 10.0) -> float | None:
     return t
 
 
+def leftovers(lab: str) -> list[str]:
+    """Anything of lab ``lab`` still on the machine (empty after a clean ``down``)."""
+    found = []
+    if netns.exists(f"{NETNS_PREFIX}{lab}"):
+        found.append("namespace")
+    if state_file(lab).exists():
+        found.append("state record")
+    if (Path(os.environ.get("HAUTILS_WORKDIR", "/var/tmp/hautils")) / lab).exists():
+        found.append("work directory")
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if f"umid={lab}-".encode() in (d / "cmdline").read_bytes():
+                    found.append(f"process {d.name}")
+            except OSError:
+                pass
+    return found
+
+
 def cleanup(lab: str) -> list[str]:
     """Remove everything a lab's record names; return what was removed."""
     rec = read(lab) or {}

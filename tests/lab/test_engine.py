@@ -29,23 +29,7 @@ def pings(host, target: str, count: int = 3) -> int:
     raise AssertionError(f"unexpected ping output: {out!r}")
 
 
-def leftovers(name: str) -> list[str]:
-    """Anything of lab ``name`` still on the machine."""
-    found = []
-    if netns.exists(f"hal-{name}"):
-        found.append("namespace")
-    if state.state_file(name).exists():
-        found.append("state record")
-    if Path(f"/var/tmp/hautils/{name}").exists():
-        found.append("work directory")
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if f"umid={name}-".encode() in (d / "cmdline").read_bytes():
-                    found.append(f"process {d.name}")
-            except OSError:
-                pass
-    return found
+leftovers = state.leftovers  # anything of a lab still on the machine
 
 
 @pytest.fixture(scope="module")

@@ -59,23 +59,7 @@ _http._tcp	IN SRV	10 5 80 www.lab.test.
 """
 
 
-def leftovers(name: str) -> list[str]:
-    """Anything of lab ``name`` still on the machine."""
-    found = []
-    if netns.exists(f"hal-{name}"):
-        found.append("namespace")
-    if state.state_file(name).exists():
-        found.append("state record")
-    if Path(f"/var/tmp/hautils/{name}").exists():
-        found.append("work directory")
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if f"umid={name}-".encode() in (d / "cmdline").read_bytes():
-                    found.append(f"process {d.name}")
-            except OSError:
-                pass
-    return found
+leftovers = state.leftovers  # anything of a lab still on the machine
 
 
 def setup_server(lab: Lab) -> None:
