@@ -21,7 +21,10 @@ PY = sys.executable
 
 
 def pings(host, target: str, count: int = 3) -> int:
-    """How many of ``count`` pings (0.2 s apart, 0.5 s wait) got a reply."""
+    """How many of ``count`` pings (0.2 s apart, 0.5 s wait) got a reply.
+
+    Working paths are checked as "at least 4 of 5" (CI once lost one echo on a healthy link of
+    a busy host); cut paths as "none of 3"."""
     out = host.run(f"ping -n -q -c {count} -i 0.2 -W 0.5 {target}", check=False, timeout=30).stdout
     for line in out.splitlines():
         if "received" in line:
@@ -42,10 +45,10 @@ def lab():
 
 
 def test_hosts_ping_each_other_on_both_networks(lab):
-    assert pings(lab["alpha"], "192.168.103.20") == 3
-    assert pings(lab["beta"], "10.10.1.10") == 3
+    assert pings(lab["alpha"], "192.168.103.20", 5) >= 4
+    assert pings(lab["beta"], "10.10.1.10", 5) >= 4
     # names from /etc/hosts, as the paper's labs use them
-    assert pings(lab["alpha"], "beta", 1) == 1
+    assert pings(lab["alpha"], "beta", 3) >= 2
 
 
 def test_identity_applied_at_boot(lab):
@@ -97,11 +100,11 @@ def test_guest_clock_is_the_host_clock(lab):
 
 def test_cable_pull_and_plug(lab):
     a = lab["alpha"]
-    assert pings(a, "192.168.103.20") == 3
+    assert pings(a, "192.168.103.20", 5) >= 4
     t = lab.cable_pull("beta", "eth0")
     assert abs(t - time.time()) < 5
     assert pings(a, "192.168.103.20") == 0
-    assert pings(a, "10.10.1.20") == 3  # the other NIC is still plugged
+    assert pings(a, "10.10.1.20", 5) >= 4  # the other NIC is still plugged
     assert "UNPLUGGED" in next(r for r in lab.status() if r["host"] == "beta")["nics"]
     lab.cable_plug("beta", "eth0")
     assert pings(a, "192.168.103.20", 5) >= 4
@@ -137,7 +140,7 @@ def test_power_off_and_on_keeps_disks_and_host_key(lab):
     lab.power_on("alpha")
     assert a.run("cat /root/marker").stdout == "survives\n"
     assert a.run("head -c 11 /dev/ubdb").stdout == "disk-marker"
-    assert pings(lab["beta"], str(b_spec.address)) == 3
+    assert pings(lab["beta"], str(b_spec.address), 5) >= 4
     # the pinned host key was verified on reconnection; a different key is refused
     kh = lab.workdir / "known_hosts"
     assert a.address in kh.read_text()
@@ -186,7 +189,7 @@ def test_second_up_after_a_killed_run(lab):
     lab._is_up = False
     lab.hosts.clear()
     with Lab(PAIR, name=name) as again:
-        assert pings(again["alpha"], "192.168.103.20") == 3
+        assert pings(again["alpha"], "192.168.103.20", 5) >= 4
     assert leftovers(name) == []
     lab.up(progress=False)
 
