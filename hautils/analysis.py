@@ -402,6 +402,32 @@ def align(log: Log, offset_s: float) -> Log:
     return out
 
 
+def with_timeout(log: Log, timeout_s: float) -> Log:
+    """A copy of ``log`` where a success slower than ``timeout_s`` counts as failed.
+
+    Synchronous probes (``write``, ``cmd``) never fail during a storage failover: the write
+    blocks until the new server answers, then succeeds.  A client with a deadline sees it as
+    unanswered, and so does :func:`outages` after this: the blocked write becomes a failure and
+    the outage spans from the last fast ack before it to the first fast ack after it.  Returns
+    the same kind of object it was given.
+    """
+    t = _time(timeout_s, "timeout_s", "with_timeout()")
+    if not t > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    if isinstance(log, pd.DataFrame):
+        df = log.copy()
+        slow = df["ok"].astype(bool) & ((df["recv"] - df["sent"]) > t)
+        df["ok"] = df["ok"].astype(bool) & ~slow
+        return df
+    out = []
+    for r in _records(log):
+        d = dict(r)
+        if d.get("ok") is True and not _is_missing(d.get("recv")) and d["recv"] - d["sent"] > t:
+            d["ok"] = False
+        out.append(d)
+    return out
+
+
 # --------------------------------------------------------------------------
 # phases of a failover
 

@@ -676,3 +676,18 @@ def test_prop_settle_leaves_quiet_time_after_each_outage(log, settle):
         assert b.first_fail > by_recv[a.first_ok_after] + settle
     # settling can only merge outages, never add failures
     assert len(os_) <= len(an.outages(log))
+
+
+def test_with_timeout_turns_a_blocked_write_into_an_outage():
+    # 10 Hz writes; the write sent at 1.0 blocks until 4.0 (a failover), then fast again
+    log = [{"seq": i, "sent": i / 10, "recv": i / 10 + 0.002, "ok": True} for i in range(10)]
+    log.append({"seq": 10, "sent": 1.0, "recv": 4.0, "ok": True})
+    log += [{"seq": 11 + i, "sent": 4.0 + i / 10, "recv": 4.0 + i / 10 + 0.002, "ok": True} for i in range(10)]
+    assert an.downtime(log, 1.0).downtime_s == 0.0  # no failed attempt: the stall is invisible
+    d = an.downtime(an.with_timeout(log, 0.5), 1.0)
+    assert d.lost_probes == 1
+    assert d.downtime_s == pytest.approx(4.002 - 0.902)
+    df = an.with_timeout(pd.DataFrame(log), 0.5)
+    assert int((~df.ok).sum()) == 1
+    with pytest.raises(ValueError):
+        an.with_timeout(log, 0)

@@ -1,0 +1,161 @@
+"""DRBD: a block device mirrored over the network between two hosts (chapter 2).
+
+The paper's resource ``r0`` first (``global_common.conf`` + ``r0.res``, port 7789, protocol C),
+then what a safe failover needs: single primary, and a short ``ping-int`` so that the survivor
+notices a dead peer within about a second instead of the default ten.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from ..errors import CommandError
+from . import render
+
+PROTOCOLS = {
+    "A": "asynchronous: a write is complete once on the local disk and in the TCP send buffer",
+    "B": "memory-synchronous: complete once on the local disk and in the peer's memory",
+    "C": "synchronous: complete once on both disks (RPO = 0)",
+}
+
+
+@dataclass
+class DrbdState:
+    """One line of /proc/drbd for a minor: connection, roles, disk states, sync progress."""
+
+    cs: str
+    role: str
+    peer_role: str
+    disk: str
+    peer_disk: str
+    protocol: str
+    synced_percent: float | None = None
+    raw: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.cs == "Connected" and self.disk == "UpToDate" and self.peer_disk == "UpToDate"
+
+
+def parse_proc_drbd(text: str, minor: int = 0) -> DrbdState | None:
+    """Parse /proc/drbd (DRBD 8.4 format); None when the minor is not configured."""
+    m = re.search(rf"^\s*{minor}: cs:(\S+) ro:(\S+)/(\S+) ds:(\S+)/(\S+) (\S)", text, re.M)
+    if not m:
+        return None
+    sync = re.search(r"sync'ed:\s*([\d.]+)%", text)
+    return DrbdState(cs=m[1], role=m[2], peer_role=m[3], disk=m[4], peer_disk=m[5], protocol=m[6],
+                     synced_percent=float(sync[1]) if sync else None, raw=text)
+
+
+@dataclass
+class Drbd:
+    """One DRBD resource between two hosts (``hautils.ssh.Host`` objects with their addresses)."""
+
+    hosts: list  # [Host, Host]
+    addresses: list[str]  # replication address of each host, same order
+    disk: str = "/dev/ubdb"
+    name: str = "r0"
+    device: str = "/dev/drbd0"
+    port: int = 7789
+    protocol: str = "C"
+    dual_primary: bool = False  # the paper's second configuration: unsafe with ext4, shown only
+    net: dict[str, str] = field(default_factory=dict)  # extra net options, e.g. {"ping-int": "1"}
+
+    def __post_init__(self) -> None:
+        if len(self.hosts) != 2 or len(self.addresses) != 2:
+            raise ValueError("a DRBD resource here has exactly two hosts and two addresses")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def global_common(self) -> str:
+        return render("drbd-global_common.conf.j2", protocol=self.protocol, dual_primary=self.dual_primary)
+
+    def resource(self) -> str:
+        nodes = [{"name": h.name, "address": a} for h, a in zip(self.hosts, self.addresses)]
+        return render("drbd-resource.res.j2", name=self.name, device=self.device, disk=self.disk,
+                      dual_primary=self.dual_primary, net=self.net, nodes=nodes, port=self.port)
+
+    @property
+    def res_path(self) -> str:
+        return f"/etc/drbd.d/{self.name}.res"
+
+    def write_config(self) -> str:
+        """Write both files on both hosts and check them with drbdadm; returns ``drbdadm dump``.
+
+        ``drbdadm dump`` parses the files as the tools will (and names the file and line of an
+        error); ``sh-nop`` also checks the resource against this host's name."""
+        for h in self.hosts:
+            h.put("/etc/drbd.d/global_common.conf", self.global_common())
+            h.put(self.res_path, self.resource())
+            h.run(f"drbdadm sh-nop && drbdadm dump {self.name} >/dev/null")
+        return self.hosts[0].run(f"drbdadm dump {self.name}").stdout
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def create(self, timeout: float = 600.0) -> float:
+        """create-md + up on both, make the first host primary (overwriting the peer) and wait
+        for the initial sync; returns the sync's duration in seconds."""
+        self.write_config()
+        for h in self.hosts:
+            h.run(f"modprobe drbd && (drbdadm down {self.name} 2>/dev/null; true) && "
+                  f"drbdadm -- --force create-md {self.name} </dev/null && drbdadm up {self.name}",
+                  timeout=120)
+        t0 = time.time()
+        self.hosts[0].run(f"drbdadm -- --overwrite-data-of-peer primary {self.name}")
+        self.wait_healthy(timeout)
+        return time.time() - t0
+
+    def state(self, host) -> DrbdState | None:
+        return parse_proc_drbd(host.run("cat /proc/drbd").stdout)
+
+    def proc(self, host) -> str:
+        return host.run("cat /proc/drbd").stdout
+
+    def wait_healthy(self, timeout: float = 600.0, host=None) -> DrbdState:
+        """Wait until both sides are Connected and UpToDate (a sync has finished)."""
+        h = host or self.hosts[0]
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.state(h)
+            if st and st.healthy:
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"DRBD {self.name} on {h.name} not in sync after {timeout:.0f} s: "
+                                   f"{st.raw if st else 'not configured'}")
+            time.sleep(0.5)
+
+    def primary(self, host, force: bool = False) -> None:
+        host.run(f"drbdadm {'-- --force ' if force else ''}primary {self.name}", timeout=60)
+
+    def secondary(self, host) -> None:
+        host.run(f"drbdadm secondary {self.name}", timeout=60)
+
+    def set_protocol(self, protocol: str) -> None:
+        """Change the replication protocol on both hosts (rewrite, check, ``drbdadm adjust``)."""
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        self.protocol = protocol
+        self.write_config()
+        for h in self.hosts:
+            h.run(f"drbdadm adjust {self.name}", timeout=60)
+        self.wait_healthy(120)
+
+    def rejoin(self, host, discard: bool = True, timeout: float = 600.0) -> DrbdState:
+        """Bring a returning node (after a power failure) back as secondary and resync it from the
+        survivor.  ``discard``: throw away what only this node wrote (a crashed primary's writes
+        the peer never got are exactly the lost writes; the survivor's data wins)."""
+        host.run(f"modprobe drbd; drbdadm up {self.name} 2>/dev/null; drbdadm secondary {self.name}; "
+                 f"drbdadm disconnect {self.name} 2>/dev/null; "
+                 f"drbdadm {'-- --discard-my-data ' if discard else ''}connect {self.name}", timeout=120)
+        return self.wait_healthy(timeout, host)
+
+    def down(self) -> None:
+        for h in self.hosts:
+            try:
+                h.run(f"drbdadm down {self.name}", timeout=60)
+            except CommandError:
+                pass

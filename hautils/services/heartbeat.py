@@ -1,0 +1,98 @@
+"""heartbeat 3 (the paper's cluster manager, still in Debian): two nodes, a keep-alive every
+``keepalive`` seconds, takeover after ``deadtime`` seconds of silence, resources from
+``haresources`` started left to right by shell scripts (chapter 2).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from . import render
+
+
+def _secs(v: float) -> str:
+    """heartbeat takes whole seconds or milliseconds with an 'ms' suffix."""
+    return f"{v:g}" if float(v).is_integer() else f"{round(v * 1000)}ms"
+
+
+@dataclass
+class Heartbeat:
+    """A heartbeat pair: ``hosts`` (Host objects) and their unicast addresses on ``iface``."""
+
+    hosts: list
+    addresses: list[str]
+    resources: list[str]  # haresources words, e.g. ["drbddisk::r0", "IPaddr::192.168.103.36/24/eth0", "tgt"]
+    keepalive: float = 1
+    warntime: float = 2
+    deadtime: float = 3
+    initdead: float = 10
+    iface: str = "eth0"
+    udpport: int = 694
+    auto_failback: bool = False
+    secret: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.keepalive < self.warntime <= self.deadtime:
+            raise ValueError(f"heartbeat needs keepalive < warntime <= deadtime, got "
+                             f"{self.keepalive}/{self.warntime}/{self.deadtime}")
+
+    def ha_cf(self) -> str:
+        nodes = [{"name": h.name, "address": a} for h, a in zip(self.hosts, self.addresses)]
+        return render("ha.cf.j2", nodes=nodes, keepalive=_secs(self.keepalive), warntime=_secs(self.warntime),
+                      deadtime=_secs(self.deadtime), initdead=_secs(max(self.initdead, 2 * self.deadtime)),
+                      udpport=self.udpport, iface=self.iface, auto_failback=self.auto_failback)
+
+    def authkeys(self, reveal: bool = False) -> str:
+        """The shared key (sha1 HMAC): generated per lab, never the paper's placeholder."""
+        key = self.secret if reveal else "<" + "generated, %d hex digits" % len(self.secret) + ">"
+        return f"auth 1\n1 sha1 {key}\n"
+
+    def haresources(self) -> str:
+        return render("haresources.j2", node=self.hosts[0].name, resources=self.resources)
+
+    def install(self) -> None:
+        """Write the three files on both nodes (authkeys mode 600, or heartbeat refuses it) and
+        let heartbeat's own parser check ha.cf (``/usr/lib/heartbeat/heartbeat -Q``... is not
+        there: ``ha_propagate``-free check = start it and read its verdict in the journal)."""
+        for h in self.hosts:
+            h.put("/etc/ha.d/ha.cf", self.ha_cf())
+            h.put("/etc/ha.d/authkeys", self.authkeys(reveal=True), mode=0o600)
+            h.put("/etc/ha.d/haresources", self.haresources())
+
+    def start(self, timeout: float = 120) -> float:
+        """Start heartbeat on both nodes; wait until the preferred node holds the resources."""
+        t = time.time()
+        for h in self.hosts:
+            h.run("systemctl start heartbeat", timeout=120)
+        # rscstatus: "all"/"local" = this node holds its own group ("foreign" = the peer's too)
+        self.hosts[0].wait_for("cl_status rscstatus 2>/dev/null | grep -qxE 'all|local'", timeout=timeout)
+        return time.time() - t
+
+    def stop(self, host) -> float:
+        """Graceful: stop heartbeat on ``host`` (it releases its resources); returns the epoch
+        time the stop began, read in the guest."""
+        out = host.run("echo $EPOCHREALTIME; systemctl stop heartbeat", timeout=180).stdout
+        return float(out.split()[0].replace(",", "."))
+
+    def active(self) -> str | None:
+        """Which node holds resources (``cl_status rscstatus``: all/local/foreign, not none)."""
+        for h in self.hosts:
+            r = h.run("cl_status rscstatus 2>/dev/null", check=False)
+            if r.ok and r.stdout.strip() in ("all", "local", "foreign"):
+                return h.name
+        return None
+
+
+def fast_disk_script(vip: str, prefix: int = 24, iface: str = "eth0", resource: str = "r0",
+                     device: str = "/dev/drbd0", tid: int = 1) -> str:
+    """The tuned variant's single resource script (``/etc/ha.d/resource.d/hadisk``)."""
+    return render("hadisk.j2", vip=vip, prefix=prefix, iface=iface, resource=resource, device=device, tid=tid)
+
+
+def install_script(host, name: str, text: str) -> None:
+    """Install a heartbeat resource script and check its shell syntax (``bash -n``)."""
+    path = f"/etc/ha.d/resource.d/{name}"
+    host.put(path, text, mode=0o755)
+    host.run(f"bash -n {path}")
