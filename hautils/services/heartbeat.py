@@ -53,9 +53,10 @@ class Heartbeat:
         return render("haresources.j2", node=self.hosts[0].name, resources=self.resources)
 
     def install(self) -> None:
-        """Write the three files on both nodes (authkeys mode 600, or heartbeat refuses it) and
-        let heartbeat's own parser check ha.cf (``/usr/lib/heartbeat/heartbeat -Q``... is not
-        there: ``ha_propagate``-free check = start it and read its verdict in the journal)."""
+        """Write the three files on both nodes (authkeys mode 600, or heartbeat refuses to start).
+
+        heartbeat 3 has no offline config checker; it validates ha.cf when it starts and logs
+        "Configuration validated" (or the offending line), which :meth:`start` waits past."""
         for h in self.hosts:
             h.put("/etc/ha.d/ha.cf", self.ha_cf())
             h.put("/etc/ha.d/authkeys", self.authkeys(reveal=True), mode=0o600)

@@ -1,0 +1,111 @@
+"""Storage service modules (chapter 2): rendered configs and parsers, without a lab."""
+
+import pytest
+
+from hautils.services import raid
+from hautils.services.drbd import Drbd, parse_proc_drbd
+from hautils.services.heartbeat import Heartbeat, fast_disk_script
+from hautils.services.iscsi import Initiator, Target
+
+MDSTAT_RESYNC = """Personalities : [raid1]
+md0 : active raid1 ubdc[1] ubdb[0]
+      130048 blocks super 1.2 [2/2] [UU]
+      [==>..................]  resync = 14.1% (18432/130048) finish=0.1min speed=18432K/sec
+
+unused devices: <none>
+"""
+MDSTAT_DEGRADED = """Personalities : [raid1]
+md0 : active raid1 ubdc[1](F) ubdb[0]
+      130048 blocks super 1.2 [2/1] [U_]
+
+unused devices: <none>
+"""
+MDSTAT_DELAYED = """md0 : active raid1 ubdc[2] ubdb[0]
+      130048 blocks super 1.2 [2/1] [U_]
+        resync=DELAYED
+
+"""
+PROC_DRBD = """version: 8.4.11 (api:1/proto:86-101)
+srcversion: 059B1B470318F053F5077D5
+ 0: cs:SyncSource ro:Primary/Secondary ds:UpToDate/Inconsistent C r-----
+    ns:262100 nr:0 dw:0 dr:262100 al:8 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0
+\t[=====>..............] sync'ed: 30.5% (180000/262100)K
+"""
+
+
+class FakeHost:
+    def __init__(self, name):
+        self.name = name
+
+
+def test_raid_table_matches_figure_2_1_rules():
+    t = raid.levels_table(4).set_index("level")
+    assert t.loc["RAID 1", "min_disks"] == 2 and t.loc["RAID 5", "min_disks"] == 3
+    assert t.loc["RAID 6", "min_disks"] == 4 and t.loc["RAID 10", "min_disks"] == 4
+    assert t.loc["RAID 5", "usable"] == 3 and t.loc["RAID 6", "usable"] == 2 and t.loc["RAID 10", "usable"] == 2
+    assert t.loc["RAID 0", "failures_tolerated"] == 0 and t.loc["RAID 1", "failures_tolerated"] == 3
+    assert raid.capacity("5", 5, 2.0)["usable"] == 8.0
+    with pytest.raises(ValueError, match="at least 3"):
+        raid.capacity("5", 2)
+    with pytest.raises(ValueError, match="unknown RAID level"):
+        raid.level("7")
+
+
+def test_mdstat_parser():
+    s = raid.parse_mdstat(MDSTAT_RESYNC)
+    assert s["map"] == "UU" and s["syncing"] == "resync" and s["percent"] == 14.1
+    d = raid.parse_mdstat(MDSTAT_DEGRADED)
+    assert d["map"] == "U_" and d["syncing"] is None and d["up"] == 1
+    assert raid.parse_mdstat(MDSTAT_DELAYED)["syncing"] == "resync"
+    assert raid.parse_mdstat("unused devices: <none>\n") == {}
+
+
+def test_proc_drbd_parser():
+    st = parse_proc_drbd(PROC_DRBD)
+    assert (st.cs, st.role, st.peer_role, st.disk, st.peer_disk, st.protocol) == (
+        "SyncSource", "Primary", "Secondary", "UpToDate", "Inconsistent", "C")
+    assert st.synced_percent == 30.5 and not st.healthy
+    assert parse_proc_drbd("version: 8.4.11\n") is None
+
+
+def test_drbd_renders_the_papers_resource():
+    d = Drbd([FakeHost("iscsi-server0"), FakeHost("iscsi-server1")], ["192.168.103.99", "192.168.103.91"],
+             net={"ping-int": "1"})
+    res = d.resource()
+    for line in ("resource r0 {", "device    /dev/drbd0;", "meta-disk internal;", "ping-int 1;",
+                 "on iscsi-server0 {", "address 192.168.103.99:7789;", "address 192.168.103.91:7789;"):
+        assert line in res
+    assert "protocol C;" in d.global_common() and "allow-two-primaries" not in d.global_common()
+    dual = Drbd(d.hosts, d.addresses, dual_primary=True)
+    assert "allow-two-primaries;" in dual.global_common() and "become-primary-on both;" in dual.resource()
+    with pytest.raises(ValueError, match="protocol"):
+        Drbd(d.hosts, d.addresses, protocol="D")
+
+
+def test_heartbeat_files():
+    hb = Heartbeat([FakeHost("iscsi-server0"), FakeHost("iscsi-server1")], ["192.168.103.99", "192.168.103.91"],
+                   ["drbddisk::r0", "IPaddr2::192.168.103.36/24/eth0", "tgt"])
+    cf = hb.ha_cf()
+    for line in ("keepalive 1\n", "warntime 2\n", "deadtime 3\n", "udpport 694\n", "ucast eth0 192.168.103.99\n",
+                 "ucast eth0 192.168.103.91\n", "auto_failback off\n", "node iscsi-server0\n"):
+        assert line in cf
+    assert hb.haresources().strip().endswith("iscsi-server0 drbddisk::r0 IPaddr2::192.168.103.36/24/eth0 tgt")
+    shown, real = hb.authkeys(), hb.authkeys(reveal=True)
+    assert hb.secret not in shown and hb.secret in real and "RandomSecretPassword" not in real
+    assert len(hb.secret) == 32 and Heartbeat(hb.hosts, hb.addresses, []).secret != hb.secret
+    fast = Heartbeat(hb.hosts, hb.addresses, ["hadisk"], keepalive=0.2, warntime=0.5, deadtime=1)
+    assert "keepalive 200ms\n" in fast.ha_cf() and "warntime 500ms\n" in fast.ha_cf()
+    with pytest.raises(ValueError, match="keepalive < warntime"):
+        Heartbeat(hb.hosts, hb.addresses, [], keepalive=3, warntime=2, deadtime=1)
+    script = fast_disk_script("192.168.103.36")
+    assert "drbdadm primary r0" in script and "--lun 1 -b /dev/drbd0" in script and "VIP=192.168.103.36" in script
+
+
+def test_iscsi_configs():
+    t = Target()
+    assert "<target iqn.2013-11.edu.uoc:ha-disk>" in t.config() and "backing-store /dev/drbd0" in t.config()
+    ini = Initiator(FakeHost("iscsi-client"), "192.168.103.36", replacement_timeout=120, noop_out_interval=1,
+                    noop_out_timeout=1, login_timeout=2)
+    c = ini.config()
+    assert "node.session.timeo.replacement_timeout = 120" in c
+    assert "node.conn[0].timeo.noop_out_interval = 1" in c and "node.conn[0].timeo.login_timeout = 2" in c
