@@ -300,6 +300,27 @@ class Probe:
             time.sleep(interval)
         return True
 
+    def wait_recovered(self, after: float, timeout: float = 180.0, max_latency: float = 0.5,
+                       interval: float = 0.5) -> float:
+        """Wait until the probe succeeds quickly again after ``after`` (epoch s: the fault);
+        returns the ack time of that success.  For faults with no fixed recovery time (a
+        failover): poll the live log instead of sleeping a guessed number of seconds."""
+        q = shlex.quote(self.log_path)
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.host.run(f"tail -n 3 {q}", check=False, timeout=30).stdout
+            for line in reversed(out.splitlines()):
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if r.get("ok") and r.get("recv") and r["recv"] > after and r["recv"] - r["sent"] <= max_latency:
+                    return float(r["recv"])
+            if time.monotonic() > deadline:
+                raise ProbeError(f"{self.name} on {self.host.name}: no quick success within {timeout:.0f} s "
+                                 f"after the fault (last lines of {self.log_path}: {out.strip()[-300:]!r})")
+            time.sleep(interval)
+
     def __enter__(self) -> "Probe":
         self.start()
         return self

@@ -77,6 +77,13 @@ class Heartbeat:
         out = host.run("echo $EPOCHREALTIME; systemctl stop heartbeat", timeout=180).stdout
         return float(out.split()[0].replace(",", "."))
 
+    def join(self, host, timeout: float = 120) -> None:
+        """Start heartbeat on a returning node and wait until its peer sees it active again
+        (with ``auto_failback off`` it stays standby: no second outage)."""
+        peer = self.hosts[1] if host is self.hosts[0] else self.hosts[0]
+        host.run("systemctl start heartbeat", timeout=120)
+        peer.wait_for(f"test \"$(cl_status nodestatus {host.name} 2>/dev/null)\" = active", timeout=timeout)
+
     def active(self) -> str | None:
         """Which node holds resources (``cl_status rscstatus``: all/local/foreign, not none)."""
         for h in self.hosts:

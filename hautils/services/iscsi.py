@@ -51,7 +51,7 @@ class Target:
         dropin = render("tgt-vip.conf.j2", vip=vip, tid=tid, iqn=self.iqn)
         host.put("/etc/systemd/system/tgt.service.d/hautils-vip.conf", dropin)
         host.run(f"rm -f {self.path}; systemd-analyze verify --man=no tgt.service && systemctl daemon-reload && "
-                 "systemctl restart tgt", timeout=120)
+                 "systemctl enable tgt && systemctl restart tgt", timeout=120)
         return dropin
 
     def show(self, host) -> str:
