@@ -11,6 +11,10 @@ PARAMS := -p fast False -p trials 10
 else
 PARAMS :=
 endif
+# Parameters go only to notebooks that declare them (a cell tagged "parameters"): papermill
+# would put them into any other notebook as a new code cell at the top of its page (the labs
+# overview and the outline chapters take none).
+HAS_PARAMS = $(PY) -c 'import json, sys; sys.exit(not any("parameters" in c["metadata"].get("tags", []) for c in json.load(open(sys.argv[1]))["cells"]))'
 
 .PHONY: all setup image labs notebooks chapter html book test test-book unit-and-lab unit nbval clean benchmark
 
@@ -30,12 +34,14 @@ labs: setup
 notebooks: setup image
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
-	  $(PY) -m papermill "$$nb" "$$nb" --cwd "$$(dirname $$nb)" -k python3 $(PARAMS) --no-progress-bar || exit 1; \
+	  params=""; $(HAS_PARAMS) "$$nb" && params="$(PARAMS)"; \
+	  $(PY) -m papermill "$$nb" "$$nb" --cwd "$$(dirname $$nb)" -k python3 $$params --no-progress-bar || exit 1; \
 	done
 
 # One notebook: make chapter NB=chapters/01-availability.ipynb
 chapter: setup image
-	$(PY) -m papermill "$(NB)" "$(NB)" --cwd "$$(dirname $(NB))" -k python3 $(PARAMS)
+	params=""; $(HAS_PARAMS) "$(NB)" && params="$(PARAMS)"; \
+	$(PY) -m papermill "$(NB)" "$(NB)" --cwd "$$(dirname $(NB))" -k python3 $$params
 
 # Build the HTML book from the executed notebooks (no execution here).
 html: setup

@@ -1181,8 +1181,18 @@ def topology(topo: Any, *, title: str | None = None, show_mgmt: bool = False) ->
     networks (bridges) they plug into below, each link labelled with its NIC and address.
 
     The paper's network figures are drawn from the same YAML files the labs boot from, so a
-    figure can never disagree with the lab it describes.
+    figure can never disagree with the lab it describes.  A figure-only topology
+    (``figure: true``, a thesis figure with no lab) is drawn the same way, except that its
+    networks are switches or links rather than bridges, a network without a subnet is
+    labelled by its name alone, NICs enslaved to a bond say so ("eth0 (bond0)") and hosts
+    show no memory size (they are never booted).
+
+    Labels are laid out for a plot about :data:`TOPOLOGY_PLOT_PX` wide: each link's label
+    takes the first height along its link (:data:`LABEL_ROWS`) where it covers no other
+    label, widest labels first; when neighbouring network labels would touch, every other
+    network sits a little lower; the x range grows to fit the outermost network labels.
     """
+    figure = bool(getattr(topo, "figure", False))
     hosts = list(topo.hosts.values())
     nets = list(topo.networks.values())
     hx = {h.name: float(i) for i, h in enumerate(hosts)}
@@ -1191,35 +1201,107 @@ def topology(topo: Any, *, title: str | None = None, show_mgmt: bool = False) ->
                                                  for l in h.links if l.network == n.name] or [0.0]))
     span = max(len(hosts) - 1, 1)
     nx = {n.name: (span * i / max(len(order) - 1, 1) if len(order) > 1 else span / 2) for i, n in enumerate(order)}
+
+    def net_label(n: Any, *extra: str) -> str:
+        return " ".join(x for x in (n.name, str(n.subnet) if n.subnet else "", *extra) if x)
+
+    # x range [-pad, span + pad]: at least 0.8, more if the outermost network labels need it
+    pad = 0.8
+    for _ in range(2):
+        unit_px = TOPOLOGY_PLOT_PX / (span + 2 * pad)
+        pad = max([0.8] + [_text_width(net_label(n), 13, unit_px) / 2 + 0.1 - min(nx[n.name], span - nx[n.name])
+                           for n in order])
+    unit_px = TOPOLOGY_PLOT_PX / (span + 2 * pad)
+
+    # network labels that would run into their neighbour's: every other network one row lower
+    gap = span / max(len(order) - 1, 1)
+    crowded = any(_text_width(net_label(a), 13, unit_px) / 2 + _text_width(net_label(b), 13, unit_px) / 2 > gap
+                  for a, b in zip(order, order[1:]))
+    ny = {n.name: (-NET_STAGGER if crowded and i % 2 else 0.0) for i, n in enumerate(order)}
+
+    height = 400 if crowded else 360
+    vip_y = -0.32 - (NET_STAGGER + 0.12 if crowded else 0.0)  # below every network label, even a lowered one
+    y_lo = min(-0.5 - (NET_STAGGER if crowded else 0.0), vip_y - 0.14 if getattr(topo, "virtual_ips", []) else 0.0)
+    label_h = 16 / ((height - 130) / (1.35 - y_lo))  # a 10 px label's height (with its padding) in y units
+
     fig = go.Figure()
-    for h in hosts:
-        for l in h.links:
-            x0, x1 = hx[h.name], nx[l.network]
-            fig.add_trace(go.Scatter(x=[x0, x1], y=[1.0, 0.0], mode="lines", hoverinfo="skip", showlegend=False,
-                                     line={"color": PALETTE["sky"], "width": 2}))
-            label = f"{l.iface} {l.address.ip if l.address else ''}".strip()
-            fig.add_annotation(x=x0 + (x1 - x0) * 0.72, y=0.28, text=html.escape(label), showarrow=False,
-                               font={"size": 10}, bgcolor="rgba(255,255,255,0.85)")
+    links = [(hx[h.name], nx[l.network], ny[l.network],
+              " ".join(x for x in (l.iface, f"({l.bond})" if getattr(l, "bond", "") else "",
+                                   str(l.address.ip) if l.address else "") if x))
+             for h in hosts for l in h.links]
+    # the widest labels are the hardest to fit: they choose their place first
+    placed: list[tuple[float, float, float]] = []  # link labels placed so far: x from, x to, y
+    where = {}
+    for i in sorted(range(len(links)), key=lambda i: -len(links[i][3])):
+        x0, x1, y1, label = links[i]
+        where[i] = _place_label(placed, x0, x1, y1, _text_width(label, 10, unit_px), label_h)
+    for i, (x0, x1, y1, label) in enumerate(links):
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[1.0, y1], mode="lines", hoverinfo="skip", showlegend=False,
+                                 line={"color": PALETTE["sky"], "width": 2}))
+        fig.add_annotation(x=where[i][0], y=where[i][1], text=html.escape(label), showarrow=False,
+                           font={"size": 10}, bgcolor="rgba(255,255,255,0.85)")
     fig.add_trace(go.Scatter(
         x=[hx[h.name] for h in hosts], y=[1.0] * len(hosts), mode="markers+text", name="hosts",
         text=[html.escape(h.name) for h in hosts], textposition="top center",
         marker={"symbol": "square", "size": 26, "color": PALETTE["blue"]},
-        hovertext=[html.escape(f"{h.name}: {h.role or 'host'}, {h.memory_mb} MiB"
+        hovertext=[html.escape(f"{h.name}: {h.role or 'host'}" + ("" if figure else f", {h.memory_mb} MiB")
                                + (f", disks {', '.join(d.name for d in h.disks)}" if h.disks else ""))
                    for h in hosts], hoverinfo="text"))
     fig.add_trace(go.Scatter(
-        x=[nx[n.name] for n in order], y=[0.0] * len(order), mode="markers+text", name="networks (bridges)",
-        text=[html.escape(f"{n.name} {n.subnet}") for n in order], textposition="bottom center",
+        x=[nx[n.name] for n in order], y=[ny[n.name] for n in order], mode="markers+text",
+        name="networks (switches, links)" if figure else "networks (bridges)",
+        text=[html.escape(net_label(n)) for n in order], textposition="bottom center",
         marker={"symbol": "diamond", "size": 18, "color": PALETTE["orange"]}, hoverinfo="text",
-        hovertext=[html.escape(f"{n.name} {n.subnet} {n.description}") for n in order]))
+        hovertext=[html.escape(net_label(n, n.description)) for n in order]))
     for v in getattr(topo, "virtual_ips", []):
-        fig.add_annotation(x=nx[v.network], y=-0.32, showarrow=False, font={"size": 10},
-                           text=html.escape(f"virtual IP {v.name} {v.address}"))
-    fig.update_xaxes(visible=False, range=[-0.8, span + 0.8])
-    fig.update_yaxes(visible=False, range=[-0.5, 1.35])
+        fig.add_annotation(x=nx[v.network], y=vip_y, showarrow=False,
+                           font={"size": 10}, text=html.escape(f"virtual IP {v.name} {v.address}"))
+    fig.update_xaxes(visible=False, range=[-pad, span + pad])
+    fig.update_yaxes(visible=False, range=[y_lo, 1.35])
     fig.update_layout(title=title or html.escape(f"{topo.name}: {topo.description}"),
                       legend={"orientation": "h", "y": -0.05})
-    return apply_style(fig, height=360)
+    return apply_style(fig, height=height)
+
+
+#: Width (px) a topology figure's plot area is laid out for (the book's text column); labels
+#: are spaced for it, and a wider screen only adds room.
+TOPOLOGY_PLOT_PX = 640
+#: How far below the others every other network of a crowded topology figure sits.
+NET_STAGGER = 0.22
+#: Heights (as a fraction of the way from the network up to the host) a link label may take,
+#: in order of preference: a few well spread ones, then a finer grid.
+LABEL_ROWS = (0.28, 0.5, 0.72, 0.39, 0.61, 0.17, 0.83) + tuple(round(0.12 + 0.04 * i, 2) for i in range(19))
+#: No link label lower than this (the networks' markers sit at 0).
+LABEL_MIN_Y = 0.1
+
+
+def _text_width(text: str, size: float, unit_px: float) -> float:
+    """Rough width of ``text`` in x units (a sans-serif character is about 0.6 em wide)."""
+    return (len(text) * 0.6 * size + 6) / unit_px
+
+
+def _place_label(placed: list[tuple[float, float, float]], x0: float, x1: float, y1: float,
+                 width: float, height: float) -> tuple[float, float]:
+    """Where on the link from a host (x0, 1) to a network (x1, y1) its label goes: the first of
+    :data:`LABEL_ROWS` where it overlaps no label placed before (or, if every row collides,
+    the one where it overlaps least), never lower than :data:`LABEL_MIN_Y` (the network
+    markers).  ``placed`` records the choice."""
+    best: tuple[float, float, float] | None = None  # overlap, x, y
+    for row in LABEL_ROWS:
+        y = y1 + (1.0 - y1) * row
+        if y < LABEL_MIN_Y:
+            continue
+        x = x1 + (x0 - x1) * row  # the link's x at that height
+        lo, hi = x - width / 2, x + width / 2
+        overlap = sum(max(0.0, min(hi, b) - max(lo, a)) * max(0.0, height - abs(y - yy))
+                      for a, b, yy in placed)
+        if best is None or overlap < best[0] - 1e-12:
+            best = (overlap, x, y)
+        if overlap == 0:
+            break
+    _, x, y = best
+    placed.append((x - width / 2, x + width / 2, y))
+    return x, y
 
 
 # ---------------------------------------------------------------------------

@@ -4,6 +4,13 @@ A learner edits these files, so every error names the file, the item and the
 field, and says what would be valid.  The model is backend-neutral: the UML
 backend turns it into bridges, taps and VMs; an inventory backend would map
 it onto the user's own machines.
+
+A file with ``figure: true`` is a drawing, not a lab: it describes a figure of
+the thesis that has no lab of its own (e.g. multipath iSCSI, or the layers of
+network redundancy).  Such a file may leave a network's ``subnet`` out (a
+switch or a path drawn without addressing) and may mark NICs as slaves of a
+bond (``bond: bond0``), which the lab engine does not build; it is never
+checked against the machine's memory, and ``Lab`` refuses to boot it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ DEFAULT_MGMT = "172.31.255.0/24"
 MGMT_IFACE = "mgmt0"
 PACKAGE_GROUPS = {"base", "storage", "routing", "cluster", "sip", "database"}
 HOST_KEYS = {"name", "role", "memory", "disks", "links", "routes", "forwarding", "packages", "description"}
-TOP_KEYS = {"name", "description", "paper", "management", "networks", "hosts", "virtual_ips"}
+TOP_KEYS = {"name", "description", "paper", "management", "networks", "hosts", "virtual_ips", "figure"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class Network:
     """A layer-2 segment (a bridge in the UML backend)."""
 
     name: str
-    subnet: ipaddress.IPv4Network
+    subnet: ipaddress.IPv4Network | None  # None only in a figure (a segment drawn without addressing)
     description: str = ""
 
 
@@ -47,6 +54,7 @@ class Link:
     network: str
     address: ipaddress.IPv4Interface | None
     mac: str = ""  # assigned by the topology loader, stable per (lab, host, iface)
+    bond: str = ""  # the bond this NIC is a slave of (figures only: the lab engine builds no bonds)
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class Topology:
     description: str = ""
     paper: str = ""
     source: str = "<memory>"
+    figure: bool = False  # a drawing of a thesis figure: never booted as a lab
 
     @property
     def mgmt_gateway(self) -> ipaddress.IPv4Interface:
@@ -170,6 +179,9 @@ def parse(data: dict[str, Any], source: str = "<memory>", check_memory: bool = T
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 12:
         raise ctx.fail("top level", "name", f"{name!r}: use up to 12 lowercase letters, digits and '-'")
+    figure = data.get("figure", False)
+    if not isinstance(figure, bool):
+        raise ctx.fail("top level", "figure", f"{figure!r}: write true (a drawing, never booted) or false")
 
     mgmt_raw = (data.get("management") or {}).get("subnet", DEFAULT_MGMT)
     try:
@@ -188,12 +200,18 @@ def parse(data: dict[str, Any], source: str = "<memory>", check_memory: bool = T
             raise ctx.fail(where, "name", f"{nname!r} becomes a bridge name: at most {IFNAME_MAX} characters of letters, digits, '-', '_', '.'")
         if nname in networks or nname == "mgmt":
             raise ctx.fail(where, "name", "duplicate network name (or the reserved name 'mgmt')")
-        try:
-            subnet = ipaddress.IPv4Network(str(n.get("subnet")))
-        except ValueError as e:
-            raise ctx.fail(where, "subnet", f"{n.get('subnet')!r} is not an IPv4 network such as 192.168.103.0/24 ({e})")
-        if subnet.overlaps(management):
-            raise ctx.fail(where, "subnet", f"{subnet} overlaps the management network {management}; change one of them")
+        if n.get("subnet") is None and figure:
+            subnet = None  # a figure may draw a segment (a switch, a path) without addressing
+        elif n.get("subnet") is None:
+            raise ctx.fail(where, "subnet", "missing: a lab's network needs one, such as 192.168.103.0/24 "
+                                            "(only a figure, figure: true, may leave it out)")
+        else:
+            try:
+                subnet = ipaddress.IPv4Network(str(n.get("subnet")))
+            except ValueError as e:
+                raise ctx.fail(where, "subnet", f"{n.get('subnet')!r} is not an IPv4 network such as 192.168.103.0/24 ({e})")
+            if subnet.overlaps(management):
+                raise ctx.fail(where, "subnet", f"{subnet} overlaps the management network {management}; change one of them")
         networks[nname] = Network(nname, subnet, str(n.get("description", "")))
     if not networks:
         raise ctx.fail("top level", "networks", "at least one network is needed")
@@ -238,6 +256,8 @@ def parse(data: dict[str, Any], source: str = "<memory>", check_memory: bool = T
             addr = None
             if l.get("address") is not None:
                 raw = str(l["address"])
+                if networks[net].subnet is None:
+                    raise ctx.fail(lwhere, "address", f"network '{net}' has no subnet, so its NICs have no address")
                 try:
                     addr = ipaddress.IPv4Interface(raw if "/" in raw else f"{raw}/{networks[net].subnet.prefixlen}")
                 except ValueError as e:
@@ -250,7 +270,15 @@ def parse(data: dict[str, Any], source: str = "<memory>", check_memory: bool = T
                 if addr.ip in seen_addr:
                     raise ctx.fail(lwhere, "address", f"{addr.ip} is already used by {seen_addr[addr.ip]}")
                 seen_addr[addr.ip] = f"{hname} {iface}"
-            links.append(Link(iface, net, addr, _mac(name, hname, iface)))
+            bond = l.get("bond")
+            if bond is not None:
+                bond = str(bond)
+                if not figure:
+                    raise ctx.fail(lwhere, "bond", "the lab engine builds no bonds yet; only a figure "
+                                                   "(figure: true at the top level) may draw them")
+                if len(bond) > IFNAME_MAX or not re.match(r"^[a-zA-Z][a-zA-Z0-9_.-]*$", bond) or bond == iface:
+                    raise ctx.fail(lwhere, "bond", f"{bond!r}: the bond's interface name (e.g. bond0), not the NIC's own")
+            links.append(Link(iface, net, addr, _mac(name, hname, iface), bond or ""))
         if not links:
             raise ctx.fail(where, "links", "a host needs at least one link")
 
@@ -303,6 +331,8 @@ def parse(data: dict[str, Any], source: str = "<memory>", check_memory: bool = T
         net = str(v.get("network", ""))
         if net not in networks:
             raise ctx.fail(where, "network", f"unknown network {net!r}; defined: {', '.join(networks)}")
+        if networks[net].subnet is None:
+            raise ctx.fail(where, "network", f"network '{net}' has no subnet; a virtual IP needs one")
         try:
             addr = ipaddress.IPv4Address(str(v.get("address", "")))
         except ValueError:
@@ -315,8 +345,9 @@ def parse(data: dict[str, Any], source: str = "<memory>", check_memory: bool = T
         vips.append(VirtualIP(vname, net, addr))
 
     topo = Topology(name=name, networks=networks, hosts=hosts, management=management, virtual_ips=vips,
-                    description=str(data.get("description", "")), paper=str(data.get("paper", "")), source=source)
-    if check_memory:
+                    description=str(data.get("description", "")), paper=str(data.get("paper", "")), source=source,
+                    figure=figure)
+    if check_memory and not figure:
         need, have = topo.memory_mb(), _available_memory_mb()
         if need > have * 0.9:
             big = max(hosts.values(), key=lambda x: x.memory_mb)

@@ -15,6 +15,7 @@ from hautils import analysis as an
 from hautils import availability as av
 from hautils import plots as pl
 from hautils import results as rs
+from hautils import topology as topo_mod
 
 # Times are multiples of 1/8 s so expected values are exact in binary floating point.
 STEP = 0.125
@@ -445,6 +446,8 @@ def all_figures():
         "paper_vs_lab": pl.paper_vs_lab(ENTRIES),
         "nines": pl.nines_figure(),
         "write_loss": pl.write_loss(an.lost_writes(wlog, present=range(85)), wlog),
+        "topology": pl.topology(topo_mod.load("routing", check_memory=False)),
+        "topology_figure": pl.topology(topo_mod.load(topo_mod.LABS_DIR / "figures" / "network-redundancy.yaml")),
     }
 
 
@@ -475,3 +478,60 @@ def test_topology_figure_draws_every_link_from_the_yaml():
     assert sorted(x.split()[0] for x in nets.text) == sorted(t.networks)
     s = topo_mod.load("storage", check_memory=False)
     assert any("virtual IP iscsi-server-ha 192.168.103.36" == a.text for a in pl.topology(s).layout.annotations)
+
+
+def _link_labels(fig):
+    return [a for a in fig.layout.annotations if a.font.size == 10 and not a.text.startswith("virtual IP")]
+
+
+@pytest.mark.parametrize("path", ["routing", "storage", "cluster", "sip", "availability",
+                                  "figures/multipath", "figures/network-redundancy"])
+def test_topology_labels_do_not_collide(path):
+    """Link labels sit on their own link, above the networks, and no two overlap (at the
+    width the figure is laid out for); network labels that would touch are staggered."""
+    t = topo_mod.load(path, check_memory=False)
+    fig = pl.topology(t)
+    x_lo, x_hi = fig.layout.xaxis.range
+    y_lo, y_hi = fig.layout.yaxis.range
+    unit_px = pl.TOPOLOGY_PLOT_PX / (x_hi - x_lo)
+    label_h = 16 / ((fig.layout.height - 130) / (y_hi - y_lo))
+    labels = _link_labels(fig)
+    assert len(labels) == sum(len(h.links) for h in t.hosts.values())
+    edges = [tr for tr in fig.data if tr.mode == "lines"]
+    for a, e in zip(labels, edges):
+        (hx, nx_), (hy, ny_) = e.x, e.y
+        assert pl.LABEL_MIN_Y <= a.y < 1.0
+        assert a.x == pytest.approx(nx_ + (hx - nx_) * (a.y - ny_) / (hy - ny_))  # on its own line
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            half = (pl._text_width(a.text, 10, unit_px) + pl._text_width(b.text, 10, unit_px)) / 2
+            assert abs(a.x - b.x) >= half or abs(a.y - b.y) >= label_h, (a.text, b.text)
+    nets = next(tr for tr in fig.data if (tr.name or "").startswith("networks"))
+    rows = {}
+    for x, y, text in zip(nets.x, nets.y, nets.text):
+        rows.setdefault(y, []).append((x, pl._text_width(text, 13, unit_px)))
+    for row in rows.values():
+        for (xa, wa), (xb, wb) in zip(row, row[1:]):
+            assert xb - xa >= (wa + wb) / 2
+        assert all(x - w / 2 >= x_lo and x + w / 2 <= x_hi for x, w in row)  # nothing cut at the sides
+
+
+def test_topology_figure_of_a_thesis_figure():
+    t = topo_mod.load(topo_mod.LABS_DIR / "figures" / "network-redundancy.yaml")
+    assert t.figure
+    fig = pl.topology(t)
+    labels = {a.text for a in _link_labels(fig)}
+    assert {"eth0 (bond0)", "eth1 (bond0)", "eth0", "eth1"} <= labels
+    nets = next(tr for tr in fig.data if tr.name == "networks (switches, links)")
+    assert "a1-pa" in nets.text and "sw-a1 192.168.1.0/24" in nets.text  # no subnet: the name alone
+    assert len(set(nets.y)) == 2  # eight networks: staggered
+    hosts = next(tr for tr in fig.data if tr.name == "hosts")
+    assert not any("MiB" in h for h in hosts.hovertext)  # a drawing has no VM sizes
+    assert "pc-a: host on LAN A, two NICs bonded" in hosts.hovertext
+    vips = sorted(a.text for a in fig.layout.annotations if a.text.startswith("virtual IP"))
+    assert vips == ["virtual IP gw-a 192.168.1.1", "virtual IP gw-b 192.168.2.1"]
+    assert max(a.y for a in fig.layout.annotations if a.text.startswith("virtual IP")) < min(nets.y) - 0.1
+    # a lab's figure keeps its bridges and memory sizes
+    lab = pl.topology(topo_mod.load("storage", check_memory=False))
+    assert any(tr.name == "networks (bridges)" for tr in lab.data)
+    assert all("MiB" in h for h in next(tr for tr in lab.data if tr.name == "hosts").hovertext)

@@ -163,5 +163,97 @@ def test_course_labs_have_the_papers_addresses():
 
 def test_every_yaml_in_labs_is_valid():
     for p in topology.LABS_DIR.glob("*.yaml"):
-        topology.load(p, check_memory=False)
+        assert not topology.load(p, check_memory=False).figure, f"{p}: a lab, not a drawing"
     yaml.safe_load((topology.LABS_DIR / "storage.yaml").read_text())
+    figures = sorted((topology.LABS_DIR / "figures").glob("*.yaml"))
+    assert [p.name for p in figures] == ["multipath.yaml", "network-redundancy.yaml"]
+    for p in figures:
+        assert topology.load(p).figure, f"{p}: a thesis figure must say figure: true"
+
+
+# --------------------------------------------------------------- figures (figure: true)
+
+FIGURE = {
+    "name": "f",
+    "figure": True,
+    "networks": [{"name": "sw1", "subnet": "192.168.1.0/24"}, {"name": "sw2", "subnet": "192.168.1.0/24"},
+                 {"name": "wan"}],
+    "hosts": [
+        {"name": "pc", "links": [{"iface": "eth0", "network": "sw1", "bond": "bond0"},
+                                 {"iface": "eth1", "network": "sw2", "bond": "bond0"}]},
+        {"name": "gw", "memory": "4G", "links": [{"iface": "eth0", "network": "sw1", "address": "192.168.1.2"},
+                                                 {"iface": "eth1", "network": "wan"}]},
+    ],
+    "virtual_ips": [{"name": "gw-vip", "network": "sw1", "address": "192.168.1.1"}],
+}
+
+
+def test_a_figure_may_draw_unaddressed_segments_and_bonds(monkeypatch):
+    monkeypatch.setattr(topology, "_available_memory_mb", lambda: 100)  # a drawing never needs the memory
+    t = topology.parse(FIGURE, source="labs/figures/f.yaml")
+    assert t.figure and t.networks["wan"].subnet is None
+    assert [l.bond for l in t.hosts["pc"].links] == ["bond0", "bond0"]
+    assert t.hosts["gw"].links[1].address is None and t.hosts["gw"].links[1].bond == ""
+    assert not topology.parse(GOOD, check_memory=False).figure
+
+
+@pytest.mark.parametrize("data, needles", [
+    # what only a figure may do
+    ({**GOOD, "networks": [*GOOD["networks"], {"name": "wan"}]}, ["network 'wan'", "'subnet'", "missing", "figure: true"]),
+    (mutate(lambda d: d["hosts"][1]["links"][0].update(bond="bond0")),
+     ["host 'b' links[0]", "'bond'", "builds no bonds", "figure: true"]),
+    ({**GOOD, "figure": "yes"}, ["top level", "'figure'", "true"]),
+    # what a figure may not do either
+    ({**FIGURE, "hosts": [*FIGURE["hosts"], {"name": "x", "links": [
+        {"iface": "eth0", "network": "wan", "address": "10.0.0.1/24"}]}]},
+     ["host 'x' links[0]", "'address'", "network 'wan' has no subnet"]),
+    ({**FIGURE, "virtual_ips": [{"name": "v", "network": "wan", "address": "10.0.0.1"}]},
+     ["virtual IP 'v'", "'network'", "no subnet"]),
+    ({**FIGURE, "hosts": [{"name": "pc", "links": [{"iface": "eth0", "network": "sw1", "bond": "eth0"}]}]},
+     ["host 'pc' links[0]", "'bond'", "bond's interface name"]),
+    ({**FIGURE, "hosts": [{"name": "pc", "links": [{"iface": "eth0", "network": "sw1", "bond": "bond 0"}]}]},
+     ["'bond'"]),
+])
+def test_figure_only_features_are_checked(data, needles):
+    msg = err(data)
+    for n in needles:
+        assert n in msg, f"{n!r} not in {msg!r}"
+
+
+def test_the_lab_engine_refuses_to_boot_a_figure():
+    from hautils.errors import LabError
+    from hautils.lab import Lab
+
+    with pytest.raises(LabError, match="multipath.yaml is a figure"):
+        Lab("figures/multipath")  # found under labs/ like a lab, but only ever drawn
+    with pytest.raises(LabError, match="is a figure"):
+        Lab(topology.parse(FIGURE))
+
+
+def test_course_figures_show_what_the_thesis_describes():
+    mp = topology.load(topology.LABS_DIR / "figures" / "multipath.yaml")
+    assert mp.paper == "section 2.4.4, Figure 2.3"
+    client, target = mp.hosts["iscsi-client"], mp.hosts["iscsi-target"]
+    # two paths that share nothing: each end has one NIC on each, every NIC addressed (a portal each)
+    assert sorted(l.network for l in client.links) == sorted(l.network for l in target.links) == ["path-a", "path-b"]
+    assert all(l.address for l in [*client.links, *target.links]) and len(mp.networks) == 2
+
+    nr = topology.load(topology.LABS_DIR / "figures" / "network-redundancy.yaml")
+    assert nr.paper == "section 3.1, Figure 3.1"
+    for lan in "ab":
+        # link level: the PC bonds two NICs, one to each of its LAN's two switches
+        pc = nr.hosts[f"pc-{lan}"]
+        assert {l.bond for l in pc.links} == {"bond0"} and sorted(l.network for l in pc.links) == [
+            f"sw-{lan}1", f"sw-{lan}2"]
+        assert nr.networks[f"sw-{lan}1"].subnet == nr.networks[f"sw-{lan}2"].subnet  # one LAN, two switches
+        # gateway level: two gateways, one per switch, sharing a virtual address of that LAN
+        gws = [nr.hosts[f"gw-{lan}{i}"] for i in (1, 2)]
+        assert sorted(l.network for g in gws for l in g.links if l.network.startswith("sw-")) == [
+            f"sw-{lan}1", f"sw-{lan}2"]
+        (vip,) = [v for v in nr.virtual_ips if v.name == f"gw-{lan}"]
+        assert vip.address in nr.networks[f"sw-{lan}1"].subnet
+    # routing level: two router-disjoint paths from LAN A's gateways to LAN B's
+    def neighbours(host):
+        nets = {l.network for l in nr.hosts[host].links}
+        return {h.name for h in nr.hosts.values() if h.name != host and nets & {l.network for l in h.links}}
+    assert neighbours("path-a") == {"gw-a1", "gw-b1"} and neighbours("path-b") == {"gw-a2", "gw-b2"}

@@ -87,6 +87,9 @@ class Lab:
     def __init__(self, topology: str | os.PathLike | _topology.Topology, name: str | None = None,
                  keep: bool = False):
         self.topology = topology if isinstance(topology, _topology.Topology) else _topology.load(topology)
+        if self.topology.figure:
+            raise LabError(f"{self.topology.source} is a figure (figure: true): it is drawn with "
+                           "hautils.plots.topology, not booted as a lab")
         self.name = name or self.topology.name
         if not _topology.NAME_RE.match(self.name) or len(self.name) > 12:
             raise LabError(f"lab name {self.name!r}: up to 12 lowercase letters, digits and '-'")
