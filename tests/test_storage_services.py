@@ -109,3 +109,11 @@ def test_iscsi_configs():
     c = ini.config()
     assert "node.session.timeo.replacement_timeout = 120" in c
     assert "node.conn[0].timeo.noop_out_interval = 1" in c and "node.conn[0].timeo.login_timeout = 2" in c
+
+
+def test_write_through_options():
+    assert "bsoflags sync" in Target(sync_writes=True).config()
+    assert "bsoflags" not in Target().config()
+    assert "--bsoflags sync" in fast_disk_script("192.168.103.36")
+    assert "--bsoflags" not in fast_disk_script("192.168.103.36", sync_writes=False)
+    assert "logger -t hadisk" in fast_disk_script("192.168.103.36")

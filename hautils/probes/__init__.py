@@ -302,23 +302,39 @@ class Probe:
 
     def wait_recovered(self, after: float, timeout: float = 180.0, max_latency: float = 0.5,
                        interval: float = 0.5) -> float:
-        """Wait until the probe succeeds quickly again after ``after`` (epoch s: the fault);
-        returns the ack time of that success.  For faults with no fixed recovery time (a
-        failover): poll the live log instead of sleeping a guessed number of seconds."""
+        """Wait until the probe has seen the outage that follows ``after`` (epoch s: the fault)
+        and answers quickly again; returns the ack time of that first quick success.
+
+        An outage here is a failed attempt or one slower than ``max_latency`` (a write that
+        blocked during a failover).  For faults with no fixed recovery time: poll the live log
+        instead of sleeping a guessed number of seconds."""
         q = shlex.quote(self.log_path)
         deadline = time.monotonic() + timeout
+        out = ""
         while True:
-            out = self.host.run(f"tail -n 3 {q}", check=False, timeout=30).stdout
-            for line in reversed(out.splitlines()):
+            out = self.host.run(f"tail -n 400 {q}", check=False, timeout=30).stdout
+            hit = False
+            for line in out.splitlines():
                 try:
                     r = json.loads(line)
                 except ValueError:
                     continue
-                if r.get("ok") and r.get("recv") and r["recv"] > after and r["recv"] - r["sent"] <= max_latency:
-                    return float(r["recv"])
+                if "seq" not in r or "sent" not in r:
+                    continue  # header or footer
+                recv = r.get("recv")
+                if recv is None or recv <= after:
+                    if not r.get("ok") and r["sent"] >= after:
+                        hit = True
+                    continue
+                quick = bool(r.get("ok")) and recv - r["sent"] <= max_latency
+                if not quick:
+                    hit = True
+                elif hit:
+                    return float(recv)
             if time.monotonic() > deadline:
-                raise ProbeError(f"{self.name} on {self.host.name}: no quick success within {timeout:.0f} s "
-                                 f"after the fault (last lines of {self.log_path}: {out.strip()[-300:]!r})")
+                raise ProbeError(f"{self.name} on {self.host.name}: no outage and recovery seen within "
+                                 f"{timeout:.0f} s after the fault (last line of {self.log_path}: "
+                                 f"{out.strip()[-300:]!r})")
             time.sleep(interval)
 
     def __enter__(self) -> "Probe":

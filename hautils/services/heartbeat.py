@@ -84,19 +84,43 @@ class Heartbeat:
         host.run("systemctl start heartbeat", timeout=120)
         peer.wait_for(f"test \"$(cl_status nodestatus {host.name} 2>/dev/null)\" = active", timeout=timeout)
 
-    def active(self) -> str | None:
-        """Which node holds resources (``cl_status rscstatus``: all/local/foreign, not none)."""
-        for h in self.hosts:
-            r = h.run("cl_status rscstatus 2>/dev/null", check=False)
-            if r.ok and r.stdout.strip() in ("all", "local", "foreign"):
-                return h.name
-        return None
+    def wait_settled(self, host, timeout: float = 120) -> None:
+        """Wait until ``host`` holds every resource and no transition is running.
+
+        Starting heartbeat on the returning node while the survivor is still taking over
+        ("T_STARTING received during takeover") left both nodes stuck in "transition"."""
+        host.wait_for("test \"$(cl_status rscstatus 2>/dev/null)\" = all", timeout=timeout, interval=0.3)
+
+    def active(self, wait: float = 60.0) -> str:
+        """Which node holds the resources (``cl_status rscstatus``: all/local/foreign, not none).
+
+        Right after a node joins or a takeover the answer is "transition" for a while: ask again
+        until one node holds them, for up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            seen = {}
+            for h in self.hosts:
+                try:
+                    r = h.run("cl_status rscstatus 2>/dev/null", check=False, timeout=30)
+                except Exception as e:  # a powered-off node
+                    seen[h.name] = type(e).__name__
+                    continue
+                seen[h.name] = r.stdout.strip()
+                if r.ok and seen[h.name] in ("all", "local", "foreign"):
+                    return h.name
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no heartbeat node holds the resources after {wait:.0f} s: {seen}")
+            time.sleep(0.5)
 
 
 def fast_disk_script(vip: str, prefix: int = 24, iface: str = "eth0", resource: str = "r0",
-                     device: str = "/dev/drbd0", tid: int = 1) -> str:
-    """The tuned variant's single resource script (``/etc/ha.d/resource.d/hadisk``)."""
-    return render("hadisk.j2", vip=vip, prefix=prefix, iface=iface, resource=resource, device=device, tid=tid)
+                     device: str = "/dev/drbd0", tid: int = 1, sync_writes: bool = True) -> str:
+    """The tuned variant's single resource script (``/etc/ha.d/resource.d/hadisk``).
+
+    ``sync_writes=False`` keeps tgt's default write-back cache (see chapter 2: it loses
+    acknowledged writes at a power failure)."""
+    return render("hadisk.j2", vip=vip, prefix=prefix, iface=iface, resource=resource, device=device, tid=tid,
+                  sync_writes=sync_writes)
 
 
 def install_script(host, name: str, text: str) -> None:

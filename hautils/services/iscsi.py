@@ -26,6 +26,7 @@ class Target:
     backing_store: str = "/dev/drbd0"
     conf_name: str = "ha-disk"
     initiator_address: str | None = None
+    sync_writes: bool = False  # True: "bsoflags sync", tgt acknowledges only what reached the device
 
     @property
     def path(self) -> str:
@@ -33,7 +34,8 @@ class Target:
 
     def config(self) -> str:
         return render("tgt-target.conf.j2", iqn=self.iqn, backing_store=self.backing_store,
-                      conf_name=self.conf_name, initiator_address=self.initiator_address)
+                      conf_name=self.conf_name, initiator_address=self.initiator_address,
+                      sync_writes=self.sync_writes)
 
     def install(self, host) -> str:
         """Write the target file and check it with ``tgt-admin --pretend`` (parses the config
