@@ -56,8 +56,8 @@ def test_crm_config_has_the_resources():
     assert re.search(r"^primitive p_lu ocf:heartbeat:iSCSILogicalUnit", crm, re.M)
     assert 'target_iqn="iqn.2013-11.edu.uoc:ha-disk" lun=1 path=/dev/drbd0 tgt_bsoflags=direct' in crm
     assert "tgt_bsoflags" not in cluster(tgt_bsoflags="").crm_config()  # tgt's buffered default
-    assert re.search(r"^primitive p_ip ocf:heartbeat:IPaddr2\s*\\\n\s*params ip=192.168.103.36 cidr_netmask=24 nic=eth0",
-                     crm, re.M)
+    assert re.search(r"^primitive p_ip ocf:heartbeat:IPaddr2\s*\\\n\s*"
+                     r"params ip=192\.168\.103\.36 cidr_netmask=24 nic=eth0", crm, re.M)
     assert re.search(r"^primitive p_tgtd systemd:tgt", crm, re.M) and re.search(r"^clone cl_tgtd p_tgtd", crm, re.M)
 
 
@@ -68,6 +68,7 @@ def test_crm_config_constraints_and_no_fencing():
     assert re.search(r"^order \S+ Mandatory: ms_drbd_r0:promote g_iscsi:start$", crm, re.M)
     assert re.search(r"^order \S+ Mandatory: cl_tgtd g_iscsi$", crm, re.M)
     assert "stonith-enabled=false" in crm and "no-quorum-policy=ignore" in crm
+    assert re.search(r"^op_defaults op-options: \\\n\s*timeout=60s$", crm, re.M)
     assert "no fencing" in pacemaker.__doc__.lower() and "needs a fence device" in pacemaker.__doc__
 
 

@@ -12,6 +12,19 @@ needs a fence device (IPMI, a PDU, a hypervisor's power switch): without one, a 
 *looks* dead (a cut cable, a frozen kernel) keeps its resources while the peer takes them over,
 and both DRBD sides become Primary (split brain).  Here a failure is a real power-off, so the
 dead node cannot write any more.
+
+::
+
+    s = [lab["iscsi-server0"], lab["iscsi-server1"]]
+    addrs = ["192.168.103.99", "192.168.103.91"]
+    drbd = Drbd(s, addrs, net={"ping-int": "1"})
+    drbd.create(); drbd.secondary(s[0])          # then leave DRBD to pacemaker
+    pm = Pacemaker(s, addrs, vip="192.168.103.36", token_ms=1000)
+    print(pm.corosync_conf()); print(pm.crm_config())
+    pm.install(); pm.configure(); pm.wait_started()
+    pm.active()                                  # "iscsi-server0" or "iscsi-server1"
+
+``scripts/try_pacemaker.py`` runs the power-failure trials (downtime, lost writes, phases).
 """
 
 from __future__ import annotations
@@ -116,12 +129,16 @@ class Pacemaker:
     cluster_name: str = "hal-storage"
     token_ms: int = 1000
     consensus_ms: int | None = None  # default: corosync's own, 1.2 x token
-    op_timeout: int = 20  # s, every operation without its own
+    op_timeout: int = 20  # s, monitors
+    # s, every other operation (op_defaults): tgt.service took > 20 s to start on a node that
+    # had just booted, the start timed out and pacemaker never retried it there (fail-count)
+    action_timeout: int = 60
     drbd_timeout: int = 60  # s, start/stop/promote/demote/notify of the DRBD agent
     monitor_s: int = 10  # s between monitors (the DRBD Unpromoted one 1 s more: intervals must differ)
     # pre/post-promote notifications of the DRBD clone: two more runs of the (slow) DRBD agent
-    # per failover; the agent's default wants them, ``ignore_missing_notifications`` lets it run
-    # without (they matter for DRBD 9 peer outdating, not for this 8.4 pair)
+    # per failover (~3 s here).  The agent wants them by default; with False it is told
+    # ``ignore_missing_notifications=true`` and skips the peer bookkeeping it does in them
+    # (e.g. outdating a stopped peer), which this lab, without fencing, does not rely on
     drbd_notify: bool = True
     # first monitor this many s after a start (``start-delay``): a UML guest has one CPU, and a
     # monitor that runs at once competes with the next start of the group
@@ -155,9 +172,9 @@ class Pacemaker:
         return render("crm-storage.crm.j2", drbd_resource=self.drbd_resource, iqn=self.iqn, tid=self.tid,
                       allowed_initiators=self.allowed_initiators, tgt_bsoflags=self.tgt_bsoflags,
                       lun=self.lun, device=self.device, vip=self.vip, prefix=self.prefix, iface=self.iface,
-                      op_timeout=self.op_timeout, drbd_timeout=self.drbd_timeout, monitor_s=self.monitor_s,
-                      drbd_notify=self.drbd_notify, monitor_delay_s=self.monitor_delay_s, load_threshold=self.load_threshold,
-                      node_action_limit=self.node_action_limit)
+                      op_timeout=self.op_timeout, action_timeout=self.action_timeout, drbd_timeout=self.drbd_timeout, monitor_s=self.monitor_s,
+                      drbd_notify=self.drbd_notify, monitor_delay_s=self.monitor_delay_s,
+                      load_threshold=self.load_threshold, node_action_limit=self.node_action_limit)
 
     # -- life cycle ---------------------------------------------------------------------------
 
