@@ -1,0 +1,162 @@
+"""The modern stack's configs (corosync.conf, crm configure text) say what the lab needs: no VM."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hautils import analysis
+from hautils.services import pacemaker
+from hautils.services.pacemaker import PHASE_MARKS, Pacemaker, parse_crm_mon
+
+
+class FakeHost:
+    def __init__(self, name):
+        self.name = name
+
+
+def cluster(**kw):
+    return Pacemaker([FakeHost("iscsi-server0"), FakeHost("iscsi-server1")], ["192.168.103.99", "192.168.103.91"],
+                     **kw)
+
+
+def test_corosync_conf_two_nodes_without_fencing_quorum_and_tuned_token():
+    conf = cluster(token_ms=1000).corosync_conf()
+    assert re.search(r"^\s*two_node: 1$", conf, re.M)
+    assert re.search(r"^\s*token: 1000$", conf, re.M)
+    assert re.search(r"^\s*consensus: 1200$", conf, re.M)  # corosync's own default, 1.2 x token
+    assert re.search(r"^\s*provider: corosync_votequorum$", conf, re.M)
+    assert re.search(r"^\s*crypto_cipher: aes256$", conf, re.M)
+    for i, (name, addr) in enumerate([("iscsi-server0", "192.168.103.99"), ("iscsi-server1", "192.168.103.91")], 1):
+        block = re.search(rf"node {{\n\s*name: {name}\n\s*nodeid: {i}\n\s*ring0_addr: {re.escape(addr)}\n\s*}}", conf)
+        assert block, f"node block of {name} missing or on one line (corosync exits 8 then)"
+
+
+def test_corosync_braces_balance():
+    conf = cluster().corosync_conf()
+    body = "\n".join(line.split("#")[0] for line in conf.splitlines())
+    assert body.count("{") == body.count("}") == 6  # totem, nodelist, 2 x node, quorum, logging
+
+
+def test_token_below_1000_ms_is_refused():
+    with pytest.raises(ValueError, match="token_ms=500"):
+        cluster(token_ms=500)
+    assert "token: 2000" in cluster(token_ms=2000).corosync_conf()
+
+
+def test_crm_config_has_the_resources():
+    crm = cluster().crm_config()
+    assert re.search(r"^primitive p_drbd_r0 ocf:linbit:drbd", crm, re.M)
+    assert "params drbd_resource=r0" in crm
+    assert re.search(r"^clone ms_drbd_r0 p_drbd_r0", crm, re.M)
+    assert re.search(r"promotable=true promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1", crm)
+    assert re.search(r"^primitive p_target ocf:heartbeat:iSCSITarget", crm, re.M)
+    assert 'implementation=tgt iqn="iqn.2013-11.edu.uoc:ha-disk" tid=1 allowed_initiators="ALL"' in crm
+    assert re.search(r"^primitive p_lu ocf:heartbeat:iSCSILogicalUnit", crm, re.M)
+    assert 'target_iqn="iqn.2013-11.edu.uoc:ha-disk" lun=1 path=/dev/drbd0 tgt_bsoflags=direct' in crm
+    assert "tgt_bsoflags" not in cluster(tgt_bsoflags="").crm_config()  # tgt's buffered default
+    assert re.search(r"^primitive p_ip ocf:heartbeat:IPaddr2\s*\\\n\s*"
+                     r"params ip=192\.168\.103\.36 cidr_netmask=24 nic=eth0", crm, re.M)
+    assert re.search(r"^primitive p_tgtd systemd:tgt", crm, re.M) and re.search(r"^clone cl_tgtd p_tgtd", crm, re.M)
+
+
+def test_crm_config_constraints_and_no_fencing():
+    crm = cluster().crm_config()
+    assert re.search(r"^group g_iscsi p_target p_lu p_ip$", crm, re.M)  # address last
+    assert re.search(r"^colocation \S+ inf: g_iscsi ms_drbd_r0:Promoted$", crm, re.M)
+    assert re.search(r"^order \S+ Mandatory: ms_drbd_r0:promote g_iscsi:start$", crm, re.M)
+    assert re.search(r"^order \S+ Mandatory: cl_tgtd g_iscsi$", crm, re.M)
+    assert "stonith-enabled=false" in crm and "no-quorum-policy=ignore" in crm
+    assert re.search(r"^op_defaults op-options: \\\n\s*timeout=60s$", crm, re.M)
+    assert "no fencing" in pacemaker.__doc__.lower() and "needs a fence device" in pacemaker.__doc__
+
+
+def test_crm_config_is_valid_crm_syntax_shape():
+    crm = cluster().crm_config()
+    # crmsh rejects comments with "--"; every continued line ends in a backslash
+    for line in crm.splitlines():
+        if line.startswith("#"):
+            assert "--" not in line and not line.endswith("-")
+    lines = [ln for ln in crm.splitlines() if ln and not ln.startswith("#")]
+    for a, b in zip(lines, lines[1:]):
+        if b.startswith("    "):
+            assert a.endswith("\\"), f"continuation without backslash before {b!r}"
+    ids = re.findall(r"^(?:primitive|clone|group|colocation|order) (\S+)", crm, re.M)
+    assert len(ids) == len(set(ids))
+
+
+def test_tuning_knobs():
+    stock = cluster().crm_config()
+    assert "notify=true" in stock and "start-delay" not in stock and "ignore_missing_notifications" not in stock
+    tuned = cluster(drbd_notify=False, monitor_delay_s=15, allowed_initiators="192.168.103.93").crm_config()
+    assert "notify=false" in tuned and "ignore_missing_notifications=true" in tuned
+    assert len(re.findall(r"op monitor [^\n]*start-delay=15s", tuned)) == 6
+    assert 'allowed_initiators="192.168.103.93"' in tuned
+    assert re.search(r"load-threshold=\d+%", tuned) and re.search(r"node-action-limit=\d+", tuned)
+    monitors = re.findall(r"op monitor interval=(\d+)s role=(\w+)", tuned)
+    assert len({i for i, _ in monitors}) == 2  # Promoted and Unpromoted monitors need different intervals
+
+
+CRM_MON = """<pacemaker-result api-version="2.29" request="crm_mon -1 --output-as=xml">
+  <summary><current_dc present="true" version="2.1.5" name="iscsi-server1" id="2" with_quorum="true"/></summary>
+  <nodes>
+    <node name="iscsi-server0" id="1" online="true" standby="false" type="member"/>
+    <node name="iscsi-server1" id="2" online="true" standby="false" type="member"/>
+  </nodes>
+  <resources>
+    <group id="g_iscsi" number_resources="3">
+      <resource id="p_target" resource_agent="ocf:heartbeat:iSCSITarget" role="Started" active="true" failed="false">
+        <node name="iscsi-server1" id="2" cached="true"/></resource>
+      <resource id="p_lu" resource_agent="ocf:heartbeat:iSCSILogicalUnit" role="Started" active="true" failed="false">
+        <node name="iscsi-server1" id="2" cached="true"/></resource>
+      <resource id="p_ip" resource_agent="ocf:heartbeat:IPaddr2" role="Started" active="true" failed="false">
+        <node name="iscsi-server1" id="2" cached="true"/></resource>
+    </group>
+    <clone id="ms_drbd_r0" multi_state="true">
+      <resource id="p_drbd_r0" resource_agent="ocf:linbit:drbd" role="Promoted" active="true" failed="false">
+        <node name="iscsi-server1" id="2" cached="true"/></resource>
+      <resource id="p_drbd_r0" resource_agent="ocf:linbit:drbd" role="Unpromoted" active="true" failed="false">
+        <node name="iscsi-server0" id="1" cached="true"/></resource>
+    </clone>
+    <clone id="cl_tgtd">
+      <resource id="p_tgtd" resource_agent="systemd:tgt" role="Started" active="true" failed="false">
+        <node name="iscsi-server0" id="1" cached="true"/></resource>
+      <resource id="p_tgtd" resource_agent="systemd:tgt" role="Started" active="true" failed="false">
+        <node name="iscsi-server1" id="2" cached="true"/></resource>
+    </clone>
+  </resources>
+</pacemaker-result>"""
+
+
+def test_crm_mon_parsing_and_started():
+    st = parse_crm_mon(CRM_MON)
+    assert st.dc == "iscsi-server1" and st.online == ["iscsi-server0", "iscsi-server1"] and not st.offline
+    assert st.running("p_ip") == ["iscsi-server1"]
+    assert st.role("p_drbd_r0", "iscsi-server0") == "Unpromoted"
+    pm = cluster()
+    assert pm.started(st)
+    # the LUN still starting: not started
+    st2 = parse_crm_mon(CRM_MON.replace('id="p_lu" resource_agent="ocf:heartbeat:iSCSILogicalUnit" role="Started" '
+                                        'active="true"', 'id="p_lu" resource_agent="ocf:heartbeat:iSCSILogicalUnit" '
+                                        'role="Stopped" active="false"'))
+    assert not pm.started(st2)
+    st3 = parse_crm_mon(CRM_MON.replace('role="Promoted"', 'role="Unpromoted"'))
+    assert not pm.started(st3)
+
+
+def test_phase_marks_split_a_failover():
+    t = 1000.0
+    journal = [
+        (t + 0.75, "corosync: [TOTEM ] Token has not been received in 751 ms"),
+        (t + 2.2, "corosync: [TOTEM ] A new membership (2.1e) was formed. Members left: 1"),
+        (t + 4.5, "pacemaker-controld: Initiating promote operation p_drbd_r0_promote_0 locally on iscsi-server1"),
+        (t + 6.5, "pacemaker-controld: Result of promote operation for p_drbd_r0 on iscsi-server1: ok"),
+        (t + 8.8, "pacemaker-controld: Result of start operation for p_target on iscsi-server1: ok"),
+        (t + 11.6, "pacemaker-controld: Result of start operation for p_lu on iscsi-server1: ok"),
+        (t + 14.0, "pacemaker-controld: Result of start operation for p_ip on iscsi-server1: ok"),
+    ]
+    ph = analysis.phases(journal, PHASE_MARKS, t, t + 14.25, final="client reconnect")
+    assert [p.name for p in ph] == [*PHASE_MARKS, "client reconnect"]
+    assert all(p.found for p in ph)
+    assert [round(p.duration, 2) for p in ph] == [2.2, 2.3, 2.0, 2.3, 2.8, 2.4, 0.25]
