@@ -112,8 +112,8 @@ def test_iscsi_configs():
 
 
 def test_write_through_options():
-    assert "bsoflags direct" in Target(sync_writes=True).config()
+    assert "bsoflags sync" in Target(sync_writes=True).config()
     assert "bsoflags" not in Target().config()
-    assert "--bsoflags direct" in fast_disk_script("192.168.103.36")
+    assert "--bsoflags sync" in fast_disk_script("192.168.103.36")
     assert "--bsoflags" not in fast_disk_script("192.168.103.36", sync_writes=False)
     assert "logger -t hadisk" in fast_disk_script("192.168.103.36")

@@ -26,7 +26,7 @@ class Target:
     backing_store: str = "/dev/drbd0"
     conf_name: str = "ha-disk"
     initiator_address: str | None = None
-    sync_writes: bool = False  # True: "bsoflags direct" (O_DIRECT): tgt acknowledges only what reached DRBD
+    sync_writes: bool = False  # True: "bsoflags sync", tgt acknowledges only what reached the device
 
     @property
     def path(self) -> str:
