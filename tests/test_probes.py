@@ -688,3 +688,31 @@ def test_overhead_from_known_numbers():
     assert o["lag_median_ms"] == pytest.approx(0.0, abs=1e-6)
     assert o["loop_cpu_s"] == pytest.approx(0.2) and o["cpu_per_s"] == pytest.approx(2.5)
     assert o["cpu_ms_per_attempt"] == pytest.approx(40.0)
+
+
+def test_wait_recovered_needs_an_outage_then_a_quick_success():
+    import json as _json
+
+    from hautils.probes import Probe, ProbeError
+
+    class FakeHost:
+        name = "client"
+
+        def __init__(self, lines):
+            self.lines = lines
+
+        def run(self, cmd, check=True, timeout=None):
+            class R:
+                pass
+            r = R()
+            r.stdout = "\n".join(_json.dumps(x) for x in self.lines)
+            return r
+
+    steady = [{"seq": i, "sent": i / 10, "recv": i / 10 + 0.01, "ok": True} for i in range(30)]
+    p = Probe(FakeHost(steady), "write", [], hz=10, name="t")
+    with pytest.raises(ProbeError):  # quick writes after the fault, but no outage yet: keep waiting
+        p.wait_recovered(1.0, timeout=0.05, interval=0.01)
+    blocked = steady[:20] + [{"seq": 20, "sent": 2.0, "recv": 6.0, "ok": True}] + \
+        [{"seq": 21 + i, "sent": 6 + i / 10, "recv": 6 + i / 10 + 0.01, "ok": True} for i in range(3)]
+    p.host = FakeHost(blocked)
+    assert p.wait_recovered(1.0, timeout=1) == pytest.approx(6.01)
