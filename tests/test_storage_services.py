@@ -5,7 +5,7 @@ import pytest
 from hautils.services import raid
 from hautils.services.drbd import Drbd, parse_proc_drbd
 from hautils.services.heartbeat import Heartbeat, fast_disk_script
-from hautils.services.iscsi import Initiator, Target
+from hautils.services.iscsi import Initiator, Target, parse_lun_flags
 
 MDSTAT_RESYNC = """Personalities : [raid1]
 md0 : active raid1 ubdc[1] ubdb[0]
@@ -117,3 +117,30 @@ def test_write_through_options():
     assert "--bsoflags sync" in fast_disk_script("192.168.103.36")
     assert "--bsoflags" not in fast_disk_script("192.168.103.36", sync_writes=False)
     assert "logger -t hadisk" in fast_disk_script("192.168.103.36")
+
+
+TGT_SHOW = """Target 1: iqn.2013-11.edu.uoc:ha-disk
+    System information:
+        Driver: iscsi
+        State: ready
+    LUN information:
+        LUN: 0
+            Type: controller
+            Backing store type: null
+            Backing store path: None
+            Backing store flags: 
+        LUN: 1
+            Type: disk
+            Backing store type: rdwr
+            Backing store path: /dev/drbd0
+            Backing store flags: sync
+    Account information:
+"""
+
+
+def test_lun_flags_read_from_tgtadm_show():
+    assert parse_lun_flags(TGT_SHOW, 1) == "sync"
+    assert parse_lun_flags(TGT_SHOW, 0) == ""
+    assert parse_lun_flags(TGT_SHOW, 2) is None  # no such LUN (a standby server)
+    write_back = TGT_SHOW.replace("flags: sync", "flags: ")
+    assert parse_lun_flags(write_back, 1) == ""

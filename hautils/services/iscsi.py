@@ -59,6 +59,26 @@ class Target:
     def show(self, host) -> str:
         return host.run("tgtadm --lld iscsi --op show --mode target").stdout
 
+    def lun_flags(self, host, lun: int = 1) -> str | None:
+        """The backing-store flags tgtd uses for ``lun`` right now on ``host`` ("sync", "" for
+        tgt's write-back default, None: no such LUN). Installing a new failover script changes
+        nothing until the LUN is added again: check the live LUN, not the script."""
+        return parse_lun_flags(self.show(host), lun)
+
+
+def parse_lun_flags(show: str, lun: int = 1) -> str | None:
+    """"Backing store flags" of ``lun`` in ``tgtadm --op show --mode target`` output."""
+    current = None
+    for line in show.splitlines():
+        m = re.match(r"\s*LUN: (\d+)\s*$", line)
+        if m:
+            current = int(m.group(1))
+            continue
+        m = re.match(r"\s*Backing store flags:(.*)$", line)
+        if m and current == lun:
+            return m.group(1).strip()
+    return None
+
 
 @dataclass
 class Initiator:
