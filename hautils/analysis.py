@@ -317,13 +317,16 @@ def downtime(
     min_gap: float = 0.0,
     window: float | None = None,
     allow_open: bool = False,
+    pick: str = "first",
 ) -> Downtime:
     """Downtime caused by a fault injected at ``fault_time`` (probe clock).
 
     Picks the first outage that contains or follows ``fault_time`` (or the
     first outage of the log if ``fault_time`` is None); with ``window`` only an
     outage whose first failure is at most ``window`` seconds after the fault
-    counts.  No such outage gives a zero-downtime result (``downtime_s=0.0``,
+    counts.  ``pick="longest"`` takes the longest of those instead: for a
+    failover whose interruption may be preceded by a brief stall (a busy
+    server slows a write down before it lets go of the service).  No such outage gives a zero-downtime result (``downtime_s=0.0``,
     ``lost_probes=0``, ``outage=None``).
 
     Raises ValueError if the log does not cover ``fault_time`` (it is before
@@ -346,14 +349,21 @@ def downtime(
         if fault_time is None:
             raise ValueError("window needs a fault_time to count from")
 
-    found: Outage | None = None
+    if pick not in ("first", "longest"):
+        raise ValueError(f"pick must be 'first' or 'longest', got {pick!r}")
+    candidates: list[Outage] = []
     for o in outages(log, min_gap, settle=settle, settle_n=settle_n):
         if fault_time is not None and o.end is not None and o.end <= fault_time:
             continue  # over before the fault
         if window is not None and fault_time is not None and o.first_fail - fault_time > window:
             break
-        found = o
-        break
+        candidates.append(o)
+        if pick == "first":
+            break
+    found: Outage | None = None
+    if candidates:
+        # an open outage (still going at the end of the log) is the longest by definition
+        found = max(candidates, key=lambda o: math.inf if o.open_end else o.duration)
 
     if found is None:
         return Downtime(fault_time, None, None, None, 0.0, 0, True)

@@ -104,7 +104,7 @@ def trial(i: int, lab: Lab, drbd: Drbd, pm: Pacemaker, settle: float = 3.0, quie
     p.stop()
     log = p.log()
     v = p.verify()
-    dt = analysis.downtime(analysis.with_timeout(log, BLOCKED), t, allow_open=True)
+    dt = analysis.downtime(analysis.with_timeout(log, BLOCKED), t, allow_open=True, pick="longest")
     lw = analysis.lost_writes(log, v["present"], v["corrupt"])
     events = [(j.time, f"{j.identifier}: {j.message}") for h in (survivor, client) for j in h.journal(since=t - 2)]
     end = dt.outage.end if dt.outage and dt.outage.end else time.time()

@@ -292,6 +292,20 @@ def test_downtime_settle_merges_flap():
     assert d.downtime_s == 1.5  # 2.125 - 0.625
 
 
+def test_downtime_pick_longest_skips_a_stall_before_the_failover():
+    # a one-attempt stall, quick answers, then the failover's long outage, then a later blip
+    oks = pattern("TTFTTTTFFFFFFTTTFTT")
+    log = mklog(regular(len(oks)), oks)
+    first = an.downtime(log, 0.25)
+    assert first.lost_probes == 1
+    d = an.downtime(log, 0.25, pick="longest")
+    assert d.lost_probes == 6 and d.outage.first_fail == 1.75
+    assert d.downtime_s == 1.75  # 3.375 - 1.625
+    assert an.downtime(log, 0.25, pick="longest", window=1.0).lost_probes == 1  # the failover is later
+    with pytest.raises(ValueError, match="pick must be"):
+        an.downtime(log, 0.25, pick="last")
+
+
 def test_downtime_log_must_cover_fault_time():
     log = three_outages()  # attempts sent 100.0 .. 107.25
     with pytest.raises(ValueError, match=r"does not cover fault_time=99\.0.*100\.0 \.\. 107\.25"):

@@ -696,23 +696,40 @@ def test_wait_recovered_needs_an_outage_then_a_quick_success():
     from hautils.probes import Probe, ProbeError
 
     class FakeHost:
+        """The guest's clock (first line), then the probe log's tail."""
         name = "client"
 
-        def __init__(self, lines):
-            self.lines = lines
+        def __init__(self, lines, now):
+            self.lines, self.now = lines, now
 
         def run(self, cmd, check=True, timeout=None):
             class R:
                 pass
             r = R()
-            r.stdout = "\n".join(_json.dumps(x) for x in self.lines)
+            r.stdout = "\n".join([f"{self.now:.6f}"] + [_json.dumps(x) for x in self.lines])
             return r
 
-    steady = [{"seq": i, "sent": i / 10, "recv": i / 10 + 0.01, "ok": True} for i in range(30)]
-    p = Probe(FakeHost(steady), "write", [], hz=10, name="t")
+    def quick(seq0, t0, n):
+        return [{"seq": seq0 + i, "sent": t0 + i / 10, "recv": t0 + i / 10 + 0.01, "ok": True} for i in range(n)]
+
+    steady = quick(0, 0.0, 30)
+    p = Probe(FakeHost(steady, now=3.0), "write", [], hz=10, name="t")
     with pytest.raises(ProbeError):  # quick writes after the fault, but no outage yet: keep waiting
         p.wait_recovered(1.0, timeout=0.05, interval=0.01)
-    blocked = steady[:20] + [{"seq": 20, "sent": 2.0, "recv": 6.0, "ok": True}] + \
-        [{"seq": 21 + i, "sent": 6 + i / 10, "recv": 6 + i / 10 + 0.01, "ok": True} for i in range(3)]
-    p.host = FakeHost(blocked)
+    blocked = quick(0, 0.0, 20) + [{"seq": 20, "sent": 2.0, "recv": 6.0, "ok": True}] + quick(21, 6.0, 10)
+    p.host = FakeHost(blocked, now=7.0)
     assert p.wait_recovered(1.0, timeout=1) == pytest.approx(6.01)
+    # a stall, quick answers, then a write blocked right now (no line yet): not recovered
+    stall = quick(0, 0.0, 20) + [{"seq": 20, "sent": 2.0, "recv": 3.3, "ok": True}] + quick(21, 3.3, 25)
+    p.host = FakeHost(stall, now=20.0)
+    with pytest.raises(ProbeError):
+        p.wait_recovered(1.0, timeout=0.05, interval=0.01)
+    # ... until the blocked write comes back and quick answers follow for `settle` seconds
+    back = stall + [{"seq": 46, "sent": 5.8, "recv": 21.0, "ok": True}] + quick(47, 21.0, 3)
+    p.host = FakeHost(back, now=21.3)
+    with pytest.raises(ProbeError):  # 0.2 s of quick answers: less than settle
+        p.wait_recovered(1.0, timeout=0.05, interval=0.01)
+    p.host = FakeHost(back + quick(50, 21.3, 5), now=21.8)
+    assert p.wait_recovered(1.0, timeout=1) == pytest.approx(21.01)
+
+

@@ -301,20 +301,36 @@ class Probe:
         return True
 
     def wait_recovered(self, after: float, timeout: float = 180.0, max_latency: float = 0.5,
-                       interval: float = 0.5) -> float:
-        """Wait until the probe has seen the outage that follows ``after`` (epoch s: the fault)
-        and answers quickly again; returns the ack time of that first quick success.
+                       interval: float = 0.5, settle: float = 0.5) -> float:
+        """Wait until the probe has seen an outage after ``after`` (epoch s: the fault) and
+        answers quickly again; returns the ack time of the first quick success after the last
+        outage.  For faults with no fixed recovery time: poll the live log instead of sleeping
+        a guessed number of seconds.
 
         An outage here is a failed attempt or one slower than ``max_latency`` (a write that
-        blocked during a failover).  For faults with no fixed recovery time: poll the live log
-        instead of sleeping a guessed number of seconds."""
+        blocked during a failover).  Recovered means: every attempt since the last outage was
+        quick, they span at least ``settle`` seconds, and the newest was answered just now by
+        the guest's clock.  A write that is blocked right now leaves no line in the log, so a
+        log whose last line is old means the probe is inside an outage the log cannot show yet.
+
+        A brief stall before the real interruption (a busy server during a graceful handover)
+        is an outage followed by quick answers too: call this once the failover is known to
+        have begun (the cluster says the survivor holds the resources), not straight after the
+        fault."""
         q = shlex.quote(self.log_path)
+        stale = max(1.0, 3.0 / self.hz) + max_latency
         deadline = time.monotonic() + timeout
         out = ""
         while True:
-            out = self.host.run(f"tail -n 400 {q}", check=False, timeout=30).stdout
-            hit = False
-            for line in out.splitlines():
+            out = self.host.run(f"date +%s.%N; tail -n 400 {q}", check=False, timeout=30).stdout
+            lines = out.splitlines()
+            try:
+                now = float(lines[0].replace(",", "."))
+            except (IndexError, ValueError):
+                now = None
+            seen_outage = False
+            first_quick = last_recv = None
+            for line in lines[1:]:
                 try:
                     r = json.loads(line)
                 except ValueError:
@@ -324,13 +340,17 @@ class Probe:
                 recv = r.get("recv")
                 if recv is None or recv <= after:
                     if not r.get("ok") and r["sent"] >= after:
-                        hit = True
+                        seen_outage, first_quick = True, None
                     continue
-                quick = bool(r.get("ok")) and recv - r["sent"] <= max_latency
-                if not quick:
-                    hit = True
-                elif hit:
-                    return float(recv)
+                last_recv = recv
+                if bool(r.get("ok")) and recv - r["sent"] <= max_latency:
+                    if seen_outage and first_quick is None:
+                        first_quick = float(recv)
+                else:
+                    seen_outage, first_quick = True, None
+            if (first_quick is not None and now is not None and last_recv is not None
+                    and now - last_recv <= stale and last_recv - first_quick >= settle):
+                return first_quick
             if time.monotonic() > deadline:
                 raise ProbeError(f"{self.name} on {self.host.name}: no outage and recovery seen within "
                                  f"{timeout:.0f} s after the fault (last line of {self.log_path}: "
