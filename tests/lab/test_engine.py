@@ -203,7 +203,9 @@ def test_owner_process_ending_tears_the_lab_down(how):
         "SIGINT": "with lab:\n    print('UP', flush=True)\n    time.sleep(300)\n",
         "exit": "lab.up(progress=False)\nprint('UP', flush=True)\nsys.stdin.read()\n",
     }[how]
-    script = (f"import sys, time\nfrom hautils.lab import Lab\nlab = Lab({str(PAIR)!r}, name={name!r})\n" + body)
+    # SIGUSR1 makes a stuck child print where it is stuck (faulthandler) before the test kills it
+    script = ("import faulthandler, signal, sys, time\nfaulthandler.register(signal.SIGUSR1)\n"
+              f"from hautils.lab import Lab\nlab = Lab({str(PAIR)!r}, name={name!r})\n" + body)
     p = subprocess.Popen([PY, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "UP"
@@ -212,10 +214,18 @@ def test_owner_process_ending_tears_the_lab_down(how):
             p.stdin.close()
         else:
             p.send_signal(getattr(signal, how))
-        p.wait(timeout=60)
+        try:
+            p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGUSR1)  # its stack goes to the captured stderr
+            time.sleep(1)
+            raise
     finally:
         if p.poll() is None:
             p.kill()
+            p.wait(timeout=30)
+            # a killed owner cannot tear down: do it here, so one failure does not fail the next case
+            subprocess.run([PY, "-m", "hautils.cli", "lab", "down", name], capture_output=True, timeout=120)
     assert leftovers(name) == []
 
 
