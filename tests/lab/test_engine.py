@@ -204,7 +204,10 @@ def test_owner_process_ending_tears_the_lab_down(how):
         "exit": "lab.up(progress=False)\nprint('UP', flush=True)\nsys.stdin.read()\n",
     }[how]
     # SIGUSR1 makes a stuck child print where it is stuck (faulthandler) before the test kills it
+    # and Ctrl-C must work in it: a shell that starts jobs in the background (as CI's may) hands
+    # them SIGINT ignored, and Python then never raises KeyboardInterrupt
     script = ("import faulthandler, signal, sys, time\nfaulthandler.register(signal.SIGUSR1)\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               f"from hautils.lab import Lab\nlab = Lab({str(PAIR)!r}, name={name!r})\n" + body)
     p = subprocess.Popen([PY, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
