@@ -326,7 +326,8 @@ def downtime(
     outage whose first failure is at most ``window`` seconds after the fault
     counts.  ``pick="longest"`` takes the longest of those instead: for a
     failover whose interruption may be preceded by a brief stall (a busy
-    server slows a write down before it lets go of the service).  No such outage gives a zero-downtime result (``downtime_s=0.0``,
+    server slows a write down before it lets go of the service).  No such
+    outage gives a zero-downtime result (``downtime_s=0.0``,
     ``lost_probes=0``, ``outage=None``).
 
     Raises ValueError if the log does not cover ``fault_time`` (it is before

@@ -314,9 +314,9 @@ class Probe:
         log whose last line is old means the probe is inside an outage the log cannot show yet.
 
         A brief stall before the real interruption (a busy server during a graceful handover)
-        is an outage followed by quick answers too: call this once the failover is known to
-        have begun (the cluster says the survivor holds the resources), not straight after the
-        fault."""
+        is an outage followed by quick answers too: call this once the interruption has begun
+        (a graceful stop has returned, the old server has let go), not straight after the
+        fault.  Do not poll the survivor instead: in a UML guest that slows its takeover."""
         q = shlex.quote(self.log_path)
         stale = max(1.0, 3.0 / self.hz) + max_latency
         deadline = time.monotonic() + timeout
