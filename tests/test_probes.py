@@ -731,5 +731,3 @@ def test_wait_recovered_needs_an_outage_then_a_quick_success():
         p.wait_recovered(1.0, timeout=0.05, interval=0.01)
     p.host = FakeHost(back + quick(50, 21.3, 5), now=21.8)
     assert p.wait_recovered(1.0, timeout=1) == pytest.approx(21.01)
-
-
