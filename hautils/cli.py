@@ -80,19 +80,35 @@ def _print_status(lab) -> None:
 @lab.command("status")
 @click.argument("name", required=False)
 def lab_status(name: str | None) -> None:
-    """Show running labs and their hosts."""
+    """Show running labs and their hosts, and what is left of labs half torn down."""
     from .lab import Lab, state
 
     names = [name] if name else state.labs()
-    if not names:
+    orphans = [] if name else state.orphans()
+    if not names and not orphans:
         click.echo("no lab is up")
     for n in names:
+        health = state.health(n)
+        if not health["record"] and not health["namespace"] and not health["workdir"]:
+            _fail(LabError(f"no lab {n!r} is up; running labs: {', '.join(state.labs()) or 'none'}"))
+        verdict = "up" if not health["problems"] and all(v["running"] for v in health["vms"].values()) \
+            else "HALF TORN DOWN" if health["problems"] else "up (some VMs powered off)"
         try:
             lab = Lab.attach(n)
-        except (LabError, TopologyError) as e:
-            _fail(e)
-        click.echo(f"lab {n} ({lab.topology.source}), namespace hal-{n}, work dir {lab.workdir}")
-        _print_status(lab)
+        except (LabError, TopologyError, OSError) as e:
+            click.echo(f"lab {n}: {verdict}: {e}")
+            for host, vm in health["vms"].items():
+                click.echo(f"  {host:<15} {'running' if vm['running'] else 'OFF':<8} process group {vm['pgid']}")
+        else:
+            click.echo(f"lab {n} ({lab.topology.source}): {verdict}; namespace hal-{n}, work dir {lab.workdir}")
+            if health["namespace"]:
+                _print_status(lab)
+        for p in health["problems"]:
+            click.echo(f"  ! {p}")
+        if health["problems"]:
+            click.echo(f"  `hautils lab down {n}` removes what is left")
+    for ns in orphans:
+        click.echo(f"namespace {ns}: no lab record (a crashed run?); `hautils lab down --all` removes it")
 
 
 @lab.command("ssh", context_settings={"ignore_unknown_options": True})
@@ -100,19 +116,34 @@ def lab_status(name: str | None) -> None:
 @click.argument("host")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def lab_ssh(name: str, host: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND on HOST of lab NAME, or open an interactive shell there."""
+    """Run COMMAND on HOST of lab NAME, or open an interactive shell there.
+
+    Exit status: the command's; 2 for a lab or host that does not exist; 255 when the host
+    cannot be reached (as ssh does), with the cause."""
+    import paramiko
+
     from .lab import Lab, state
 
     try:
         lab = Lab.attach(name)
         h = lab[host]
-    except (LabError, TopologyError, KeyError) as e:
+    except (LabError, TopologyError) as e:
         _fail(e)
     if command:
         try:
             res = h.run(" ".join(command), check=False, timeout=None)
         except HostUnreachable as e:
-            _fail(e)
+            vm = state.health(name)["vms"].get(h.name, {})
+            why = "its VM is not running (powered off? `hautils lab status`)" if not vm.get("running") else \
+                "its VM runs but SSH does not answer (still booting, or sshd died: see its console " \
+                f"{lab.workdir / (h.name + '.console.log')})"
+            click.echo(f"error: {e}; {why}", err=True)
+            sys.exit(255)
+        except paramiko.BadHostKeyException as e:
+            click.echo(f"error: host {h.name} ({h.address}) presented another host key than the one pinned in "
+                       f"{lab.workdir / 'known_hosts'} ({e.key.get_name()}): the VM was rebuilt, or this is not it",
+                       err=True)
+            sys.exit(255)
         sys.stdout.write(res.stdout)
         sys.stderr.write(res.stderr)
         sys.exit(res.exit_status)
@@ -136,11 +167,18 @@ def lab_down(name: str | None, all_: bool) -> None:
         _fail(e)
     if not name and not all_:
         _fail(LabError("name a lab or use --all"))
-    removed = state.cleanup_all() if all_ else state.cleanup(name)  # type: ignore[arg-type]
+    t = time.monotonic()
+    try:
+        removed = state.cleanup_all() if all_ else state.cleanup(name)  # type: ignore[arg-type]
+    except LabError as e:
+        _fail(e)
+    took = time.monotonic() - t
     for r in removed:
         click.echo(f"removed {r}")
     if not removed:
         click.echo("nothing to remove")
+    else:
+        click.echo(f"down in {took:.1f} s: no process, tap, bridge or namespace of it is left")
 
 
 if __name__ == "__main__":

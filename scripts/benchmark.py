@@ -1,4 +1,4 @@
-"""Engine benchmark (not a timed test): image build time, 6-host boot time, memory per idle VM.
+"""Engine benchmark (not a timed test): image build time, 6-host boot and teardown time, memory per idle VM.
 
     sudo .venv/bin/python scripts/benchmark.py [--cold] [--lab routing] [--boots 3]
 
@@ -68,7 +68,7 @@ def main() -> None:
     img = image.build(progress=False)
     print(f"image build, cached: {time.monotonic() - t:.2f} s")
 
-    boots = []
+    boots, downs = [], []
     for i in range(a.boots):
         lab = Lab(a.lab)
         t = time.monotonic()
@@ -89,8 +89,15 @@ def main() -> None:
                   f"{statistics.mean(phys):.1f} MiB, summed PSS {statistics.mean(pss):.1f} MiB")
             blame = lab[next(iter(lab.hosts))].run("systemd-analyze; systemd-analyze blame | head -8").stdout
             print("boot of one VM (systemd-analyze):\n  " + blame.strip().replace("\n", "\n  "))
+        pgids = [vm.pgid for vm in lab.backend.vms.values()]
+        t = time.monotonic()
         lab.down()
+        downs.append(time.monotonic() - t)
+        left = state.leftovers(lab.name, pgids)
+        print(f"lab {a.lab} down #{i + 1}: {downs[-1]:.1f} s until no process, tap or namespace was left"
+              + (f" (LEFT: {left})" if left else ""))
     print(f"boot to SSH-ready: min {min(boots):.1f} s, median {statistics.median(boots):.1f} s, max {max(boots):.1f} s")
+    print(f"down: min {min(downs):.1f} s, median {statistics.median(downs):.1f} s, max {max(downs):.1f} s")
 
 
 if __name__ == "__main__":

@@ -38,3 +38,25 @@ def test_image_hash_changes_with_the_package_list(monkeypatch):
     h1 = image.image_hash()
     monkeypatch.setattr(image, "PACKAGES", [*image.PACKAGES, "cowsay"])
     assert image.image_hash() != h1
+
+
+def test_uml_xstate_wrapper_builds_once_and_exports_ptrace(monkeypatch, tmp_path):
+    """The ptrace wrapper bookworm's UML needs on AMX hosts is compiled once per source version."""
+    import ctypes
+    import subprocess
+
+    monkeypatch.setenv("HAUTILS_CACHE", str(tmp_path))
+    so = uml.xstate_preload()
+    assert so.parent == tmp_path and so.name.startswith("uml-xstate-")
+    mtime = so.stat().st_mtime_ns
+    assert uml.xstate_preload() == so and so.stat().st_mtime_ns == mtime  # cached, not rebuilt
+    syms = subprocess.run(["nm", "-D", "--defined-only", str(so)], capture_output=True, text=True).stdout
+    assert " T ptrace" in syms
+    ctypes.CDLL(str(so))  # loads
+
+
+def test_missing_gcc_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("HAUTILS_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gcc on it
+    with pytest.raises(LabError, match=r"apt-get install gcc libc6-dev"):
+        uml.xstate_preload()

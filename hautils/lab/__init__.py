@@ -133,14 +133,34 @@ class Lab:
             hosts_file = self.topology.hosts_file()
             with ThreadPoolExecutor(len(self.hosts)) as ex:
                 list(ex.map(lambda h: h.put("/etc/hosts", hosts_file), self.hosts.values()))
+            self._check_reachable_from_record()
         except BaseException:
             self.down()
             raise
         self._is_up = True
         return self
 
+    def _check_reachable_from_record(self) -> None:
+        """Reach every host the way ``hautils lab ssh`` will, from the record alone (fresh
+        connections, the record's key and known_hosts): ``up`` must not return while some
+        host would refuse the next command."""
+        other = Lab.attach(self.name)
+        try:
+            def check(h: Host) -> None:
+                r = h.run("hostname", timeout=60)
+                if r.stdout.strip() != h.name:
+                    raise LabError(f"host {h.name}: answered as {r.stdout.strip()!r} (hostname not applied)")
+            with ThreadPoolExecutor(len(other.hosts)) as ex:
+                list(ex.map(check, other.hosts.values()))
+        finally:
+            for h in other.hosts.values():
+                h.close()
+
     def down(self) -> list[str]:
-        """Stop every VM and remove the namespace, taps, bridges, COW files and the record."""
+        """Stop every VM and remove the namespace, taps, bridges, COW files and the record.
+
+        Returns only when they are gone: every VM process has exited and been reaped (a
+        bounded wait after SIGKILL of its process group; LabError names what survived)."""
         for h in self.hosts.values():
             h.close()
         removed = state.cleanup(self.name)
@@ -193,8 +213,12 @@ class Lab:
             raise LabError(f"no lab {name!r} is up; running labs: {', '.join(state.labs()) or 'none'}")
         lab = cls(rec["topology"], name=name, keep=True)
         key = lab.workdir / "id_ed25519"
-        lab.backend = UMLBackend(lab.topology, name, lab.workdir, Path(rec.get("image") or "/nonexistent"),
-                                 key.with_suffix(".pub").read_text())
+        try:
+            pub = key.with_suffix(".pub").read_text()
+        except OSError:
+            raise LabError(f"lab {name!r} is half torn down: its SSH key {key} is gone; "
+                           f"`hautils lab down {name}` removes the rest") from None
+        lab.backend = UMLBackend(lab.topology, name, lab.workdir, Path(rec.get("image") or "/nonexistent"), pub)
         for h, vm in rec.get("vms", {}).items():
             lab.backend.vms[h].pgid = vm.get("pgid")
             lab.backend.vms[h].started = vm.get("started")
@@ -241,10 +265,21 @@ class Lab:
             bar.close()
 
     # -- access --------------------------------------------------------------
+    def resolve(self, host: str) -> str:
+        """The topology's name of ``host``; host names are case-insensitive, as in DNS, so the
+        paper's ``pathA`` finds the lab's ``patha``."""
+        if host in self.topology.hosts:
+            return host
+        match = [h for h in self.topology.hosts if h.lower() == str(host).lower()]
+        if not match:
+            raise LabError(f"no host {host!r} in lab {self.name!r}; its hosts: {', '.join(self.topology.hosts)}")
+        return match[0]
+
     def __getitem__(self, host: str) -> Host:
-        if host not in self.hosts:
-            raise KeyError(f"no host {host!r} in lab {self.name!r}; hosts: {', '.join(self.hosts)}")
-        return self.hosts[host]
+        name = self.resolve(host)
+        if name not in self.hosts:
+            raise LabError(f"lab {self.name!r} is not up: call lab.up() before using host {name!r}")
+        return self.hosts[name]
 
     def __iter__(self):
         return iter(self.hosts.values())
@@ -262,6 +297,7 @@ class Lab:
     def power_off(self, host: str) -> float:
         """Pull the VM's power: SIGKILL its process group.  Returns the time of the kill."""
         b = self._need_up()
+        host = self.resolve(host)
         self[host].close()
         t = b.kill(host)
         self._record()
@@ -270,6 +306,7 @@ class Lab:
     def power_on(self, host: str, wait: bool = True, timeout: float = DEFAULT_BOOT_TIMEOUT) -> float:
         """Boot the VM again on the same disks; with ``wait``, return once it answers SSH."""
         b = self._need_up()
+        host = self.resolve(host)
         t = b.start(host)
         self._record()
         self._event(t, "power_on", host)
@@ -281,10 +318,12 @@ class Lab:
     def cable_pull(self, host: str, iface: str = "eth0") -> float:
         """Unplug a NIC: detach its tap from the bridge (the guest sees no carrier change, as on UML)."""
         b = self._need_up()
+        host = self.resolve(host)
         return self._event(b.set_master(b.tap(host, iface), None), "cable_pull", f"{host}:{iface}")
 
     def cable_plug(self, host: str, iface: str = "eth0") -> float:
         b = self._need_up()
+        host = self.resolve(host)
         tap = b.tap(host, iface)
         return self._event(b.set_master(tap, b.tap_bridge[tap]), "cable_plug", f"{host}:{iface}")
 
@@ -298,10 +337,11 @@ class Lab:
         gs = [[g] if isinstance(g, str) else list(g) for g in groups]
         if len(gs) < 2:
             raise LabError("a partition needs at least two groups of hosts")
+        try:
+            gs = [[self.resolve(h) for h in g] for g in gs]
+        except LabError as e:
+            raise LabError(f"partition: {e}") from None
         named = [h for g in gs for h in g]
-        for h in named:
-            if h not in self.hosts:
-                raise LabError(f"partition: no host {h!r} in lab {self.name!r}")
         if len(named) != len(set(named)):
             raise LabError("partition: a host is in more than one group")
         return self._event(b.partition(gs), "partition", " | ".join(",".join(g) for g in gs))

@@ -13,8 +13,10 @@ Layout on the machine, for a lab called ``storage``:
 Facts this relies on (see the course's lab findings): ``gro=1`` on every
 vector NIC (without it large TCP segments are lost between VMs), a machine-id
 and MAC per VM (one shared image otherwise gives every VM the same identity),
-and cable pulls done by detaching the tap from its bridge (setting a UML tap
-down leaves the guest NIC stuck).
+cable pulls done by detaching the tap from its bridge (setting a UML tap
+down leaves the guest NIC stuck), and, on hosts whose CPU has AMX, a small
+preloaded wrapper around ``ptrace`` (``uml_xstate.c``) without which
+bookworm's UML 6.1 kills its guests' init at once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,38 @@ from . import netns, state
 
 UML_BINARY = "/usr/bin/linux"
 MGMT_BRIDGE = "mgmt"
+_XSTATE_SOURCE = Path(__file__).with_name("uml_xstate.c")
+
+
+def xstate_preload() -> Path:
+    """The compiled ``uml_xstate.c`` (built once per source version into the image cache).
+
+    UML 6.1 restores its guests' FPU state through a buffer sized at build time; on a host
+    with AMX the kernel refuses it (EFAULT) and every guest dies while starting init.  The
+    wrapper fixes the size and changes nothing on other hosts, so it is always preloaded."""
+    from .image import cache_dir
+
+    src = _XSTATE_SOURCE.read_bytes()
+    out = cache_dir() / f"uml-xstate-{hashlib.sha256(src).hexdigest()[:12]}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        res = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", tmp, str(_XSTATE_SOURCE), "-ldl"],
+                             capture_output=True, text=True)
+    except FileNotFoundError:
+        os.unlink(tmp)
+        raise LabError("gcc is missing: it builds the small ptrace wrapper UML needs on hosts with AMX "
+                       f"({_XSTATE_SOURCE.name}); install it with `apt-get install gcc libc6-dev` "
+                       "(or just `sudo make`)") from None
+    if res.returncode != 0:
+        os.unlink(tmp)
+        raise LabError(f"building {_XSTATE_SOURCE} failed (gcc exit {res.returncode}):\n{res.stderr[-2000:]}")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+    return out
 
 
 @dataclass
@@ -229,7 +264,7 @@ class UMLBackend:
         self.prepare_disks(host)
         vm.cmdline = self.build_cmdline(host)
         (self.workdir / "uml").mkdir(exist_ok=True)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": "/dev/shm"}
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": "/dev/shm", "LD_PRELOAD": str(xstate_preload())}
         log = open(self.console_log(host), "ab")
         log.write(f"\n=== hautils: power on {time.strftime('%F %T')} ===\n".encode())
         log.flush()

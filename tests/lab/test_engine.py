@@ -261,3 +261,52 @@ def test_cli_up_status_ssh_down():
     assert leftovers("clitest") == []
     missing = run("ssh", "nosuchlab", "alpha", "true")
     assert missing.returncode == 2 and "no lab 'nosuchlab' is up" in missing.stderr
+
+
+ROUTING = Path(__file__).parents[2] / "labs" / "routing.yaml"
+
+
+def test_cli_up_ssh_down_five_times_on_the_six_host_lab():
+    """The sequence a learner types, five times in a row: `lab up routing`, `lab ssh` to every
+    host (by the paper's names: pathA, not the lab's patha), `lab down`, and at once, with no
+    sleep, nothing of the lab left: no process (zombies included), no namespace, no tap."""
+    cli = [PY, "-m", "hautils.cli", "lab"]
+    run = lambda *a: subprocess.run([*cli, *a], capture_output=True, text=True, timeout=300)  # noqa: E731
+    names = ["host1", "router1", "pathA", "pathB", "router2", "host2"]
+    for attempt in range(5):
+        up = run("up", str(ROUTING), "--name", "clirouting")
+        pgids = state.recorded_pgids("clirouting")
+        try:
+            assert up.returncode == 0, up.stderr[-2000:]
+            assert len(pgids) == 6
+            for h in names:
+                r = run("ssh", "clirouting", h, "hostname")
+                assert (r.returncode, r.stdout, r.stderr) == (0, h.lower() + "\n", ""), (attempt, h, r)
+        finally:
+            down = run("down", "clirouting")
+        assert down.returncode == 0, down.stderr[-2000:]
+        # 8 bridges (7 lab networks + mgmt) and 24 taps deleted before the namespace went
+        assert "namespace hal-clirouting (32 bridges and taps deleted)" in down.stdout, down.stdout
+        assert leftovers("clirouting", pgids) == [], attempt
+        assert "hal-clirouting" not in netns.listed()
+
+
+def test_cli_errors_name_the_host_and_the_cause():
+    cli = [PY, "-m", "hautils.cli", "lab"]
+    run = lambda *a: subprocess.run([*cli, *a], capture_output=True, text=True, timeout=300)  # noqa: E731
+    up = run("up", str(PAIR), "--name", "clierr")
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        unknown = run("ssh", "clierr", "gamma", "true")
+        assert unknown.returncode == 2 and "no host 'gamma' in lab 'clierr'; its hosts: alpha, beta" in unknown.stderr
+        # power beta off behind the lab's back: ssh says which host, why, and where to look
+        pgid = next(vm["pgid"] for h, vm in state.read("clierr")["vms"].items() if h == "beta")
+        os.killpg(pgid, signal.SIGKILL)
+        state.wait_gone(pgid)
+        off = run("ssh", "clierr", "beta", "true")
+        assert off.returncode == 255 and "host 'beta' is unreachable" in off.stderr and "not running" in off.stderr
+        st = run("status", "clierr")
+        assert "beta" in st.stdout and "OFF" in st.stdout and "some VMs powered off" in st.stdout
+    finally:
+        down = run("down", "clierr")
+    assert down.returncode == 0 and leftovers("clierr") == []
