@@ -16,6 +16,13 @@ endif
 # overview and the outline chapters take none).
 HAS_PARAMS = $(PY) -c 'import json, sys; sys.exit(not any("parameters" in c["metadata"].get("tags", []) for c in json.load(open(sys.argv[1]))["cells"]))'
 
+# Each pytest step (unit-and-lab, nbval, test-book) writes a junit XML report, named after
+# it, into artifacts/timings/: every test's and every notebook cell's time, with its file
+# (junit_family=xunit1). `python3 scripts/ci_times.py` turns them into a table of where the
+# time went; .ci/run prints it at its end, with each step's wall-clock time.
+TIMINGS := artifacts/timings
+JUNIT = -o junit_family=xunit1 --junitxml=$(TIMINGS)/$@.xml
+
 .PHONY: all setup image labs notebooks chapter html book test test-book unit-and-lab unit nbval clean benchmark
 
 all: setup image notebooks html
@@ -53,22 +60,25 @@ html: setup
 # Open every built page in headless Chromium: figures and formulas render, no JS errors,
 # nothing fetched from the network; screenshots land in artifacts/screenshots/.
 test-book: html
-	$(PY) -m pytest -v -p no:cacheprovider tests/book
+	@mkdir -p $(TIMINGS)
+	$(PY) -m pytest -v -p no:cacheprovider $(JUNIT) tests/book
 
 book: notebooks html
 
 test: setup unit-and-lab nbval
 
 unit-and-lab:
-	$(PY) -m pytest -v -rs tests
+	@mkdir -p $(TIMINGS)
+	$(PY) -m pytest -v -rs $(JUNIT) tests
 
 # Re-execute the committed notebooks against fresh labs and compare their outputs:
 # measured numbers are ignored (NBVAL_IGNORE_OUTPUT), range checks are compared exactly.
 # The re-run writes its results to a scratch copy: results/ keeps matching the notebooks.
 nbval: setup image
+	@mkdir -p $(TIMINGS)
 	scratch=$$(mktemp -d) && cp results/*.json "$$scratch"/ && \
 	HAUTILS_RESULTS="$$scratch" $(PY) -m pytest -v --nbval $(NOTEBOOKS) \
-	  --nbval-sanitize-with .ci/nbval-sanitize.cfg --nbval-cell-timeout 1800 -p no:cacheprovider; \
+	  --nbval-sanitize-with .ci/nbval-sanitize.cfg --nbval-cell-timeout 1800 -p no:cacheprovider $(JUNIT); \
 	status=$$?; rm -rf "$$scratch"; exit $$status
 
 unit: setup

@@ -16,44 +16,31 @@ again and let corosync, pacemaker and DRBD's resync bring it back before the nex
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-import yaml
-
-from hautils import analysis, probes
+from hautils import analysis
 from hautils.lab import Lab
+from hautils.scenarios import storage
 from hautils.services.drbd import Drbd
 from hautils.services.iscsi import Initiator
-from hautils.services.pacemaker import PHASE_MARKS, Pacemaker
+from hautils.services.pacemaker import Pacemaker
 
 SERVERS = ["iscsi-server0", "iscsi-server1"]
 ADDRESSES = ["192.168.103.99", "192.168.103.91"]
 CLIENT = "iscsi-client"
 VIP = "192.168.103.36"
 CLIENT_ADDRESS = "192.168.103.93"
+RESYNC = {"c-plan-ahead": "0", "resync-rate": "100M"}  # as chapter 2: full speed on an idle link
 DRBD_NET = {"ping-int": "1",  # the survivor notices the dead Primary in ~1.5 s, not 10 s
+            "connect-int": "1",  # a returning node tries to connect every second, not every 10 s
             "after-sb-0pri": "discard-zero-changes", "after-sb-1pri": "discard-secondary",
             "after-sb-2pri": "disconnect"}
-BLOCKED = 0.5  # s: an ack slower than this counts as a failed write (the client's deadline)
-
-
-def topology(name: str) -> Path:
-    """labs/storage.yaml under another lab name (its own network namespace)."""
-    src = Path(__file__).resolve().parent.parent / "labs" / "storage.yaml"
-    topo = yaml.safe_load(src.read_text())
-    topo["name"] = name
-    out = Path(tempfile.mkdtemp(prefix="hautils-")) / f"{name}.yaml"
-    out.write_text(yaml.safe_dump(topo, sort_keys=False))
-    return out
 
 
 def objects(lab: Lab, args) -> tuple[Drbd, Pacemaker]:
     s = [lab[h] for h in SERVERS]
-    drbd = Drbd(s, ADDRESSES, net=DRBD_NET)
+    drbd = Drbd(s, ADDRESSES, net=DRBD_NET, disk_options=RESYNC)
     pm = Pacemaker(s, ADDRESSES, vip=VIP, token_ms=args.token, drbd_notify=args.notify,
                    monitor_delay_s=args.monitor_delay, allowed_initiators=CLIENT_ADDRESS,
                    tgt_bsoflags=args.bsoflags)
@@ -67,67 +54,17 @@ def setup(lab: Lab, drbd: Drbd, pm: Pacemaker) -> None:
     print(f"DRBD initial sync: {drbd.create():.1f} s", flush=True)
     drbd.secondary(drbd.hosts[0])  # from here on only pacemaker promotes
     print(f"corosync + pacemaker up: {pm.install():.1f} s", flush=True)
+    t1 = time.time()
     pm.configure()
+    print(f"configuration loaded and checked: {time.time() - t1:.1f} s", flush=True)
+    t1 = time.time()
     pm.wait_started(300)
+    print(f"every resource started: {time.time() - t1:.1f} s more", flush=True)
     print(f"resources started on {pm.active()} ({time.time() - t:.0f} s since setup began)", flush=True)
     ini = Initiator(lab[CLIENT], VIP, noop_out_interval=1, noop_out_timeout=1, login_timeout=2)
     ini.install()
     dev = ini.login()
     print(ini.format_and_mount(dev), flush=True)
-
-
-def wait_ready(drbd: Drbd, pm: Pacemaker, timeout: float = 600) -> None:
-    """Both nodes online, every resource started, DRBD UpToDate/UpToDate."""
-    pm.wait_online(timeout=timeout)
-    pm.wait_started(timeout)
-    drbd.wait_healthy(timeout, host=next(h for h in drbd.hosts if h.name == pm.active()))
-
-
-def trial(i: int, lab: Lab, drbd: Drbd, pm: Pacemaker, settle: float = 3.0, quiet: float = 20.0) -> dict:
-    wait_ready(drbd, pm)
-    time.sleep(quiet)  # the returning node's first monitors (start-delay) run now, not during the failover
-    client = lab[CLIENT]
-    victim = pm.active()
-    survivor = lab[next(h for h in SERVERS if h != victim)]
-    p = probes.write(client, "/mnt/probe.dat", hz=100, name=f"pcmk-{i}", duration=300)
-    p.start()
-    time.sleep(settle)
-    t = lab.power_off(victim)
-    # wait until the client's writes are acknowledged fast again, then a few seconds more
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        recs = p.records()
-        fast = [r for r in recs if r["ok"] and r["sent"] > t and r["recv"] - r["sent"] < BLOCKED]
-        if len(fast) > 300:  # ~3 s of writes at 100 Hz after the failover
-            break
-    p.stop()
-    log = p.log()
-    v = p.verify()
-    dt = analysis.downtime(analysis.with_timeout(log, BLOCKED), t, allow_open=True, pick="longest")
-    lw = analysis.lost_writes(log, v["present"], v["corrupt"])
-    events = [(j.time, f"{j.identifier}: {j.message}") for h in (survivor, client) for j in h.journal(since=t - 2)]
-    end = dt.outage.end if dt.outage and dt.outage.end else time.time()
-    ph = analysis.phases(events, PHASE_MARKS, t, end, final="client reconnect")
-    row = {"victim": victim, "downtime_s": dt.downtime_s, "recover_s": dt.recover_s, "lost_writes": lw.lost_acked,
-           "rpo_s": lw.rpo_s, "acked": lw.acked}
-    row.update({f"{x.name}_s": x.duration for x in ph})
-    lost = [f"seq {r.seq} sent {r.sent - t:+.3f} s, acked {r.recv - t:+.3f} s" for r in log.itertuples()
-            if r.seq in set(lw.lost_seqs)]
-    print(f"\ntrial {i}: power off {victim}; downtime {dt.downtime_s} s (from fault: {dt.recover_s} s), "
-          f"lost acknowledged writes {lw.lost_acked} of {lw.acked} (RPO {lw.rpo_s:.3f} s)", flush=True)
-    for x in lost[:10]:
-        print(f"    LOST {x} (from the fault)", flush=True)
-    for x in ph:
-        print(f"    {x.name:<20} {'%.2f s' % x.duration if x.found else 'not found'}", flush=True)
-    # the dead node boots again: corosync and pacemaker start by themselves (enabled), pacemaker
-    # starts DRBD there as Unpromoted and DRBD resyncs what changed while it was away
-    t_on = time.time()
-    lab.power_on(victim)
-    wait_ready(drbd, pm)
-    row["rejoin_s"] = time.time() - t_on
-    print(f"    {victim} back, in sync and clean after {row['rejoin_s']:.0f} s", flush=True)
-    return row
 
 
 def main() -> int:
@@ -136,6 +73,7 @@ def main() -> int:
     ap.add_argument("--token", type=int, default=1000, help="corosync token timeout, ms (>= 1000)")
     ap.add_argument("--notify", action="store_true", help="DRBD clone with notify=true (the agent's default)")
     ap.add_argument("--monitor-delay", type=int, default=15, help="start-delay of the first monitor, s (0: none)")
+    ap.add_argument("--quiet", type=float, default=20, help="s to wait after the cluster is complete, before a fault")
     ap.add_argument("--bsoflags", default="direct", help="tgt backing-store flags ('' = tgt's buffered default)")
     ap.add_argument("--reconfigure", action="store_true", help="with --no-setup: load the crm configuration again")
     ap.add_argument("--name", default="pcmk", help="lab name (not 'storage': that one may be running)")
@@ -144,12 +82,7 @@ def main() -> int:
     ap.add_argument("--no-setup", action="store_true", help="the attached lab is set up already")
     args = ap.parse_args()
 
-    tmp = None
-    if args.attach:
-        lab = Lab.attach(args.name)
-    else:
-        tmp = topology(args.name)
-        lab = Lab(tmp, name=args.name)
+    lab = Lab.attach(args.name) if args.attach else Lab("storage", name=args.name)
     try:
         if not args.attach:
             lab.up()
@@ -162,17 +95,23 @@ def main() -> int:
         if args.setup_only:
             return 0
         print(pm.crm_config() if args.trials else "", flush=True)
-        df = analysis.trials(trial, args.trials, raise_errors=False, lab=lab, drbd=drbd, pm=pm)
+        exp = storage.pacemaker_failover(lab, pm, drbd, quiet_s=args.quiet)
+        run = exp.run(args.trials, keep_going=True, progress=True)
+        df = run.trials
         print(df.to_string(), flush=True)
         ok = df[df["error"].isna()]
         if not ok.empty:
             print(analysis.trial_summary(ok).round(3).to_string(), flush=True)
+        for t in run.runs:
+            lost = [f"seq {r.seq} sent {r.sent - t.fault_time:+.3f} s, acked {r.recv - t.fault_time:+.3f} s"
+                    for r in t.log.itertuples() if r.seq in set(t.loss.lost_seqs)]
+            for x in lost[:10]:
+                print(f"    trial {t.index} LOST {x} (from the fault)", flush=True)
+            print(f"trial {t.index} steps (s): " + ", ".join(f"{k} {v}" for k, v in t.timings.items()), flush=True)
         return 0 if ok.shape[0] == args.trials else 1
     finally:
         if not args.attach:
             lab.down()
-        if tmp:
-            shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,10 @@ def test_tuning_knobs():
     assert "notify=true" in stock and "start-delay" not in stock and "ignore_missing_notifications" not in stock
     tuned = cluster(drbd_notify=False, monitor_delay_s=15, allowed_initiators="192.168.103.93").crm_config()
     assert "notify=false" in tuned and "ignore_missing_notifications=true" in tuned
-    assert len(re.findall(r"op monitor [^\n]*start-delay=15s", tuned)) == 6
+    # the monitors of what a failover starts wait (promoted DRBD, target, LUN, address); the clones'
+    # monitors on a returning node (Unpromoted DRBD, tgtd) do not
+    delayed = re.findall(r"op monitor [^\n]*start-delay=15s", tuned)
+    assert len(delayed) == 4 and all("Unpromoted" not in m for m in delayed)
     assert 'allowed_initiators="192.168.103.93"' in tuned
     assert re.search(r"load-threshold=\d+%", tuned) and re.search(r"node-action-limit=\d+", tuned)
     monitors = re.findall(r"op monitor interval=(\d+)s role=(\w+)", tuned)

@@ -738,7 +738,9 @@ class WriteProber(Prober):
         except FileNotFoundError:
             mode = stat.S_IFREG
         self.is_file = stat.S_ISREG(mode)
-        self.flags = os.O_WRONLY | os.O_SYNC | (os.O_CREAT if self.is_file else 0)
+        self.sync_flag = os.O_DSYNC if getattr(args, "sync", "sync") == "dsync" else os.O_SYNC
+        self.sync_name = "O_DSYNC" if self.sync_flag == os.O_DSYNC else "O_SYNC"
+        self.flags = os.O_WRONLY | self.sync_flag | (os.O_CREAT if self.is_file else 0)
         self.direct = False
         self.note = None
         self.fd = None
@@ -749,7 +751,7 @@ class WriteProber(Prober):
             except OSError as e:
                 if args.direct == "yes" or e.errno != errno.EINVAL:
                     raise
-                self.note = "O_DIRECT not supported here (%s): O_SYNC only" % errname(e)
+                self.note = "O_DIRECT not supported here (%s): %s only" % (errname(e), self.sync_name)
         if self.fd is None:
             self.fd = os.open(self.path, self.flags, 0o644)
         self.max_records = None
@@ -764,7 +766,7 @@ class WriteProber(Prober):
 
     def info(self):
         return {"target": self.path, "path": self.path, "record_size": self.rs, "run": self.run_id.hex(),
-                "direct": self.direct, "sync": "O_DIRECT|O_SYNC" if self.direct else "O_SYNC",
+                "direct": self.direct, "sync": ("O_DIRECT|" if self.direct else "") + self.sync_name,
                 "note": self.note, "max_records": self.max_records}
 
     def stats(self):
@@ -786,7 +788,7 @@ class WriteProber(Prober):
                 os.close(self.fd)
                 self.fd = os.open(self.path, self.flags, 0o644)
                 self.direct = False
-                self.note = "O_DIRECT refused by write(): O_SYNC only from seq %d" % seq
+                self.note = "O_DIRECT refused by write(): %s only from seq %d" % (self.sync_name, seq)
                 extra = {"note": self.note}
                 try:
                     n = self._pwrite(seq)
@@ -1192,6 +1194,9 @@ def parse_args(argv):
     s.add_argument("--path", required=True)
     s.add_argument("--record-size", type=int, default=4096)
     s.add_argument("--direct", choices=("auto", "yes", "no"), default="auto")
+    s.add_argument("--sync", choices=("sync", "dsync"), default="sync",
+                   help="O_SYNC (data and metadata, timestamps included) or O_DSYNC (data, and only the "
+                        "metadata needed to read it back)")
     sub.add_parser("cmd", parents=[common])
     s = sub.add_parser("verify")
     s.add_argument("--path", required=True)

@@ -62,6 +62,7 @@ class Drbd:
     protocol: str = "C"
     dual_primary: bool = False  # the paper's second configuration: unsafe with ext4, shown only
     net: dict[str, str] = field(default_factory=dict)  # extra net options, e.g. {"ping-int": "1"}
+    disk_options: dict[str, str] = field(default_factory=dict)  # extra disk options (resync rate)
 
     def __post_init__(self) -> None:
         if len(self.hosts) != 2 or len(self.addresses) != 2:
@@ -77,7 +78,8 @@ class Drbd:
     def resource(self) -> str:
         nodes = [{"name": h.name, "address": a} for h, a in zip(self.hosts, self.addresses)]
         return render("drbd-resource.res.j2", name=self.name, device=self.device, disk=self.disk,
-                      dual_primary=self.dual_primary, net=self.net, nodes=nodes, port=self.port)
+                      dual_primary=self.dual_primary, net=self.net, disk_options=self.disk_options,
+                      nodes=nodes, port=self.port)
 
     @property
     def res_path(self) -> str:
@@ -91,7 +93,8 @@ class Drbd:
         for h in self.hosts:
             h.put("/etc/drbd.d/global_common.conf", self.global_common())
             h.put(self.res_path, self.resource())
-            h.run(f"drbdadm sh-nop && drbdadm dump {self.name} >/dev/null")
+            # sync: a power failure right after must not lose the configuration with the page cache
+            h.run(f"drbdadm sh-nop && drbdadm dump {self.name} >/dev/null && sync")
         return self.hosts[0].run(f"drbdadm dump {self.name}").stdout
 
     # -- life cycle ---------------------------------------------------------------------------

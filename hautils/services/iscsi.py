@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..errors import CommandError
 from . import render
 
-IQN = "iqn.2013-11.edu.uoc:ha-disk"  # the paper's target name (section 2.4.2.3)
+IQN = "iqn.2013-11.edu.uoc:ha-disk"  # the paper's target name (section 2.4.2.2)
 
 
 @dataclass
@@ -37,22 +37,32 @@ class Target:
                       conf_name=self.conf_name, initiator_address=self.initiator_address,
                       sync_writes=self.sync_writes)
 
-    def install(self, host) -> str:
+    def install(self, host, tid: int = 1) -> str:
         """Write the target file and check it with ``tgt-admin --pretend`` (parses the config
-        and prints the tgtadm commands it would run, without running them)."""
+        and prints the tgtadm commands it would run, without running them); install the stop
+        that cannot hang (:meth:`stop_dropin`)."""
         host.put(self.path, self.config())
+        host.put(self.STOP_DROPIN, self.stop_dropin(tid))
+        host.run("systemctl daemon-reload && systemd-analyze verify --man=no tgt.service", timeout=120)
         res = host.run(f"tgt-admin --pretend -e -c {self.path}")
         if self.iqn not in res.stdout:
             raise CommandError(host.name, f"tgt-admin --pretend -c {self.path}", 1, res.stdout,
                                f"{self.path}: tgt-admin did not find target {self.iqn}: fix the file")
         return res.stdout
 
+    STOP_DROPIN = "/etc/systemd/system/tgt.service.d/hautils-stop.conf"
+
+    def stop_dropin(self, tid: int = 1) -> str:
+        """A systemd drop-in for tgt.service whose stop force-deletes the target: Debian's stop
+        fails (and hangs 90 s) when a session is still closing (chapter 2)."""
+        return render("tgt-stop.conf.j2", tid=tid)
+
     def always_on(self, host, vip: str, tid: int = 1) -> str:
         """Tuned variant: tgtd runs all the time, bound to the service address only, with the
         target defined and no LUN (the failover script adds the LUN once DRBD is primary)."""
         dropin = render("tgt-vip.conf.j2", vip=vip, tid=tid, iqn=self.iqn)
         host.put("/etc/systemd/system/tgt.service.d/hautils-vip.conf", dropin)
-        host.run(f"rm -f {self.path}; systemd-analyze verify --man=no tgt.service && systemctl daemon-reload && "
+        host.run(f"rm -f {self.path} {self.STOP_DROPIN}; systemd-analyze verify --man=no tgt.service && systemctl daemon-reload && "
                  "systemctl enable tgt && systemctl restart tgt", timeout=120)
         return dropin
 

@@ -140,8 +140,10 @@ class Pacemaker:
     # ``ignore_missing_notifications=true`` and skips the peer bookkeeping it does in them
     # (e.g. outdating a stopped peer), which this lab, without fencing, does not rely on
     drbd_notify: bool = True
-    # first monitor this many s after a start (``start-delay``): a UML guest has one CPU, and a
-    # monitor that runs at once competes with the next start of the group
+    # first monitor this many s after a start (``start-delay``) of the resources a failover starts
+    # (the promoted DRBD, the group): a UML guest has one CPU, and a monitor that runs at once
+    # competes with the next start of the group.  The clones' monitors on a returning node
+    # (Unpromoted DRBD, tgtd) start at once: they run while that node rejoins, not in a failover
     monitor_delay_s: int = 0
     # pacemaker throttles itself to one action at a time when the load average nears the
     # (single) CPU of a UML guest; raise the limit so a failover's actions are not serialised
@@ -186,9 +188,9 @@ class Pacemaker:
         Stops heartbeat and tgt first: from now on only pacemaker starts tgtd and DRBD."""
         t0 = time.time()
         conf = self.corosync_conf()
-        for h in self.hosts:
-            h.run("systemctl disable --now heartbeat tgt 2>/dev/null; systemctl stop heartbeat tgt; true",
-                  timeout=120)
+        for h in self.hosts:  # (a plain enable or disable reloads systemd: ~10 s in a UML guest)
+            h.run("systemctl stop heartbeat tgt; systemctl is-enabled -q tgt 2>/dev/null && "
+                  "systemctl disable --no-reload tgt; true", timeout=120)
             h.put(CONF, conf)
             h.put(AUTHKEY, self.authkey, mode=0o400)
             res = h.run("corosync -t", check=False, timeout=60)
@@ -196,7 +198,7 @@ class Pacemaker:
                 raise CommandError(h.name, "corosync -t", res.exit_status, res.stdout,
                                    f"{CONF} rejected by corosync -t: {res.stderr.strip() or res.stdout.strip()}")
         for h in self.hosts:
-            h.run("systemctl enable corosync pacemaker && systemctl restart corosync", timeout=120)
+            h.run("systemctl enable --no-reload corosync pacemaker && systemctl restart corosync", timeout=120)
         for h in self.hosts:
             h.run("systemctl restart pacemaker", timeout=120)
         self.wait_online(timeout=timeout)

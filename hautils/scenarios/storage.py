@@ -1,0 +1,369 @@
+"""Chapter 2's failure scenarios: a RAID member, DRBD's protocols, the iSCSI failover.
+
+Each function returns an :class:`~hautils.experiment.Experiment`; ``.run(trials)`` repeats it::
+
+    graceful = storage.heartbeat_failover(lab, hb, drbd, target, "graceful").run(trials)
+    power = storage.heartbeat_failover(lab, hb, drbd, target, "power").run(trials)
+
+The client writes 100 numbered records a second with O_DIRECT|O_SYNC to a file on the
+iSCSI-backed ext4 (``/mnt/probe.dat``); a write that takes longer than half a second counts as
+unanswered; afterwards every acknowledged record is read back and checked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from .. import overhead, probes
+from ..experiment import Experiment, Trial, lost_writes
+
+CLIENT = "iscsi-client"
+SERVERS = ("iscsi-server0", "iscsi-server1")
+PROBE_PATH = "/mnt/probe.dat"
+
+#: Phases of the paper's heartbeat failover: phase name -> the journal line that ends it.  The
+#: resources start left to right, ``drbddisk::r0 tgt IPaddr2``: the address comes last, so a
+#: client can only reach a target that is ready (see chapter 2, *When the disk goes read-only*).
+_TAKEOVER = {
+    "heartbeat hands over": r"drbddisk r0\s+start",
+    "drbddisk (promote)": r"/etc/init\.d/tgt\s+start",
+    "service start (tgt)": r"resource\.d/IPaddr2 \S+ start",
+    "IPaddr2 (address, ARP)": r"IPaddr2.*INFO:\s+Success",
+}
+HB_GRACEFUL_MARKS = {"old server stops IP, tgt, DRBD": r"All HA resources relinquished", **_TAKEOVER}
+HB_POWER_MARKS = {"detection (deadtime)": r"is dead",
+                  **{("heartbeat's own scripts" if k == "heartbeat hands over" else k): v for k, v in _TAKEOVER.items()}}
+#: The paper's resources in the order this course starts them (the paper: IP address, then tgt).
+HB_RESOURCES = ["drbddisk::r0", "tgt", "IPaddr2::192.168.103.36/24/eth0"]
+TUNED_MARKS = {
+    "detection (deadtime)": r"is dead",
+    "heartbeat's own scripts": r"hadisk\s+start",
+    "hadisk": r"hadisk: DRBD primary",
+}
+
+
+class _Steps:
+    """Wall-clock seconds of the sub-steps of a trial's step, into ``t.timings`` (for budgets)."""
+
+    def __init__(self, t: Trial, prefix: str):
+        self.t, self.prefix, self.clock = t, prefix, time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.t.timings[f"{self.prefix}: {name}"] = round(now - self.clock, 2)
+        self.clock = now
+
+
+def state_report(lab, since: float | None = None) -> str:
+    """What every layer says now: the client's kernel messages (iSCSI session, SCSI and ext4
+    errors) and session state; on each server DRBD's state, tgt's targets and LUNs and
+    heartbeat's log.  The evidence a failed failover is explained with."""
+    out = []
+    q = f"--since=@{since:.3f}" if since else "-b"
+    cmds = {
+        CLIENT: [f"journalctl -k -o short-precise --no-pager {q} | tail -n 80",
+                 "iscsiadm -m session -P 1 2>&1 | grep -E 'Current Portal|Persistent Portal|State' ",
+                 "grep ' /mnt ' /proc/mounts"],
+        "server": ["cat /proc/drbd", "tgtadm --lld iscsi --op show --mode target 2>&1 | "
+                   "grep -E 'Target|LUN:|Backing store (path|flags)|I_T nexus|IP Address'",
+                   "ip -o -4 addr show dev eth0",
+                   f"journalctl -o short-precise --no-pager {q} -t heartbeat -t ResourceManager -t IPaddr2 "
+                   "-t kernel -t tgtd -t hadisk -t systemd | grep -Ev 'Session|session-|user@' | tail -n 60"],
+    }
+    for name in (CLIENT, *SERVERS):
+        host = lab[name]
+        for cmd in cmds[CLIENT if name == CLIENT else "server"]:
+            try:
+                r = host.run(cmd, check=False, timeout=30)
+                text = (r.stdout + r.stderr).rstrip()
+            except Exception as e:  # noqa: BLE001 - a powered-off server says so
+                text = f"({type(e).__name__}: {e})"
+            out.append(f"### {name}: {cmd}\n{text}")
+    return "\n".join(out)
+
+
+def preallocated_probe(client, label: str, path: str = "/mnt/records.dat", mib: int = 64, hz: float = 100):
+    """A write-probe factory whose records overwrite a file written in full once, now, with
+    O_DIRECT|O_DSYNC: the writes change no ext4 metadata, so the only thing at stake is the data
+    itself (what a database does with its preallocated files).  ``mib`` bounds the run: 256
+    records a MiB."""
+    client.run(f"test -s {path} || dd if=/dev/zero of={path} bs=1M count={int(mib)} oflag=direct conv=fsync "
+               "status=none", timeout=300)
+    return lambda t: probes.write(client, path, hz=hz, name=f"{label}-{t.index}", duration=mib * 256 / hz,
+                                  dsync=True)
+
+
+def _write_probe(client, label: str, hz: float = 100):
+    return lambda t: probes.write(client, PROBE_PATH, hz=hz, name=f"{label}-{t.index}", duration=900)
+
+
+def heartbeat_failover(lab, hb, drbd, target, fault: str, *, label: str | None = None,
+                       marks: Mapping[str, str] | None = None, before_s: float = 2, after_s: float = 2,
+                       timeout_s: float = 240, hz: float = 100, count_processes: bool = False,
+                       probe=None, inject=None) -> Experiment:
+    """The paper's test (section 2.4.3): heartbeat stopped on the active server (``graceful``) or
+    the active server's power cut (``power``) while the client writes; then the lab is made
+    redundant again (the old server boots, DRBD resyncs, heartbeat rejoins as standby).
+
+    Row: ``from``, ``to``, ``tgt bsoflags`` (the live LUN's cache mode), ``downtime_s``,
+    ``stalls_s`` (shorter interruptions apart from the failover), ``acked``, ``lost_acked``,
+    ``rpo_s`` and one column per phase; with ``count_processes`` also ``processes started
+    (survivor)``, from the kernel's counter read before the fault and right after recovery (the
+    survivor is not asked anything in between: polling it would slow its takeover).
+    ``probe``: another probe factory (``lambda t: Probe``) instead of the client's write probe;
+    ``inject``: another fault (``lambda t: time``) for the active server ``t.active``, e.g.
+    :func:`stalled_power_failure`."""
+    if fault not in ("graceful", "power"):
+        raise ValueError(f"fault must be 'graceful' or 'power', got {fault!r}")
+    client = lab[CLIENT]
+    servers = [lab[s] for s in SERVERS]
+    if marks is None:
+        marks = HB_GRACEFUL_MARKS if fault == "graceful" else HB_POWER_MARKS
+
+    def prepare(t: Trial) -> None:
+        active = lab[hb.active()]
+        standby = servers[1] if active is servers[0] else servers[0]
+        t.set(active=active, standby=standby)
+        t.row.update({"from": active.name, "tgt bsoflags": target.lun_flags(active) or "(write-back)"})
+        if count_processes:
+            t.forks_before = overhead.processes_started(standby)
+
+    def during(t: Trial) -> None:
+        if count_processes:
+            t.row["processes started (survivor)"] = overhead.processes_started(t.standby) - t.forks_before
+
+    def injector(t: Trial) -> float:
+        # hb.stop returns once the old server has let go: the interruption has begun by then
+        return hb.stop(t.active) if fault == "graceful" else lab.power_off(t.active.name)
+
+    def journals(t: Trial):
+        return [t.standby, client] + ([t.active] if fault == "graceful" else [])
+
+    def restore(t: Trial) -> None:
+        step = _Steps(t, "restore")
+        hb.wait_settled(t.standby)  # no rejoin while the survivor is still taking over
+        step("survivor settled")
+        t.row["to"] = t.standby.name
+        if fault == "power":
+            lab.power_on(t.active.name)
+            step("boot")
+            drbd.rejoin(t.active)
+            step("DRBD rejoin")
+        hb.join(t.active)
+        step("heartbeat join")
+        drbd.wait_healthy(600)
+        step("DRBD in sync")
+        hb.wait_pair_settled()
+        step("heartbeat settled")
+
+    return Experiment(
+        label or f"heartbeat {fault}", probe=probe or _write_probe(client, label or fault, hz),
+        fault=injector if inject is None else inject,
+        prepare=prepare, during=during, verify=lost_writes(), restore=restore, marks=marks, journals=journals,
+        diagnose=lambda t, e: state_report(lab, since=(t.fault_time or time.time()) - 5),
+        before_s=before_s, after_s=after_s, timeout_s=timeout_s)
+
+
+def raid_member_failure(client, mirror, member: str = "/dev/ubdc", *, before_s: float = 2,
+                        after_s: float = 2, hz: float = 100) -> Experiment:
+    """An md RAID1 member marked faulty while the client writes to the array; then the member is
+    replaced and the mirror rebuilt.  No outage is expected.  Row: ``downtime_s``,
+    ``slowest_write_ms``, ``degraded_map``, ``rebuild_s``, ``acked``, ``lost_acked``."""
+
+    def during(t: Trial) -> None:
+        t.row["degraded_map"] = mirror.mdstat()["map"]
+        t.row["rebuild_s"] = mirror.replace(member)
+
+    def slowest(t: Trial) -> dict:
+        out = lost_writes()(t)
+        return {"slowest_write_ms": float(1000 * (t.log.recv - t.log.sent).max()), **out}
+
+    return Experiment("RAID1 member failure",
+                      probe=lambda t: probes.write(client, mirror.md, hz=hz, name=f"raid-{t.index}"),
+                      fault=lambda t: mirror.fail(member), recovered=None, during=during, verify=slowest,
+                      before_s=before_s, after_s=after_s, pick="first")
+
+
+def drbd_protocol_loss(lab, drbd, protocol: str, *, delay_ms: int = 100, before_s: float = 3,
+                       hz: float = 100) -> Experiment:
+    """The primary (iscsi-server0) writes straight to /dev/drbd0 over a link with ``delay_ms`` of
+    one-way delay and loses power; the survivor is promoted and the acknowledged writes are read
+    back there.  Then the old primary boots, resyncs from the survivor and is primary again.
+    Row: ``protocol``, ``acked``, ``lost_acked``, ``rpo_s``."""
+    server0, server1 = lab[SERVERS[0]], lab[SERVERS[1]]
+
+    def prepare(t: Trial) -> None:
+        drbd.set_protocol(protocol)
+        set_delay(server0, delay_ms)
+        t.row["protocol"] = protocol
+
+    def recovered(t: Trial) -> None:
+        # the survivor notices the lost peer (ping-int 1 s), then it is promoted by hand
+        server1.wait_for("grep -Eq 'cs:(WFConnection|StandAlone)' /proc/drbd", timeout=60, interval=0.2)
+        drbd.primary(server1)
+        lab.power_on(SERVERS[0])  # the probe's log is on its disk
+
+    def verify(t: Trial) -> dict:
+        return lost_writes(host=lambda _: server1, to_seq=int(t.log.seq.max()))(t)
+
+    def restore(t: Trial) -> None:
+        # iscsi-server0 rejoins as secondary, resyncs from the survivor, is primary again
+        drbd.secondary(server1)
+        drbd.rejoin(server0)
+        drbd.primary(server0)
+
+    return Experiment(
+        f"DRBD protocol {protocol}", prepare=prepare,
+        probe=lambda t: probes.write(server0, drbd.device, hz=hz, name=f"proto-{protocol}-{t.index}",
+                                     log_sync=0, duration=300),
+        fault=lambda t: lab.power_off(SERVERS[0]), recovered=recovered, verify=verify, restore=restore,
+        before_s=before_s, after_s=0, stall_s=None, pick="first", downtime=False)
+
+
+def set_delay(host, ms: int, iface: str = "eth0") -> None:
+    """Extra one-way delay on a host's NIC (netem), or none with ``ms=0``."""
+    if ms:
+        host.run(f"tc qdisc replace dev {iface} root netem delay {int(ms)}ms")
+    else:
+        host.run(f"tc qdisc del dev {iface} root 2>/dev/null; true")
+
+
+def shape_port(host, netem: str | None, port: int = 7789, iface: str = "eth0") -> None:
+    """Apply a netem discipline (``"delay 100ms"``, ``"loss 100%"``) to one TCP port's traffic
+    only, DRBD's replication by default, leaving the host's other traffic (the client's iSCSI
+    session) as it is; ``None`` removes it."""
+    if not netem:
+        host.run(f"tc qdisc del dev {iface} root 2>/dev/null; true")
+        return
+    host.run(f"tc qdisc replace dev {iface} root handle 1: prio && "
+             f"tc qdisc replace dev {iface} parent 1:3 handle 30: netem {netem} && "
+             f"tc filter replace dev {iface} parent 1: protocol ip prio 3 u32 match ip dport {port} 0xffff flowid 1:3 && "
+             f"tc filter add dev {iface} parent 1: protocol ip prio 4 u32 match ip sport {port} 0xffff flowid 1:3")
+
+
+def pacemaker_failover(lab, pm, drbd, *, before_s: float = 2, after_s: float = 2, quiet_s: float = 20,
+                       timeout_s: float = 240, hz: float = 100) -> Experiment:
+    """corosync + pacemaker: power off the node that serves the disk while the client writes;
+    the node boots again and rejoins by itself (corosync and pacemaker are enabled).
+
+    ``quiet_s``: wait that long after the cluster is complete before the fault, so that the
+    returning node's first monitor operations (start-delay) do not run during the failover."""
+    from ..services.pacemaker import PHASE_MARKS
+
+    client = lab[CLIENT]
+    servers = {h: lab[h] for h in SERVERS}
+
+    def prepare(t: Trial) -> None:
+        pm.wait_online(timeout=600)
+        pm.wait_started(600)
+        victim = pm.active()
+        survivor = servers[SERVERS[1] if victim == SERVERS[0] else SERVERS[0]]
+        drbd.wait_healthy(600, host=survivor)
+        time.sleep(quiet_s)
+        t.set(victim=victim, survivor=survivor)
+        t.row.update({"from": victim, "to": survivor.name})
+
+    return Experiment(
+        "pacemaker power failure", prepare=prepare, probe=_write_probe(client, "pacemaker", hz),
+        fault=lambda t: lab.power_off(t.victim), verify=lost_writes(),
+        restore=lambda t: lab.power_on(t.victim), marks=PHASE_MARKS,
+        journals=lambda t: [t.survivor, client],
+        diagnose=lambda t, e: state_report(lab, since=(t.fault_time or time.time()) - 5),
+        before_s=before_s, after_s=after_s, timeout_s=timeout_s)
+
+
+#: Log lines that tell a failed failover's story, layer by layer (for the chapter's evidence).
+EVIDENCE_PATTERNS = (
+    r"msg2string|zero fields|is dead|takeover complete|Resources being acquired|transition",
+    r"session recovery timed out|detected conn error|operational after recovery|connection\d+:\d+",
+    r"I/O error|rejecting I/O|EXT4-fs (error|warning)|Remounting filesystem read-only|Aborting journal",
+    r"role\( |pdsk\( |conn\( ",
+)
+
+
+def flake_study_table():
+    """One row per recorded run of ``scripts/try_storage.py --record`` (results/studies)."""
+    import pandas as pd
+
+    from .. import studies
+
+    rows = []
+    for r in studies.load("heartbeat-failover"):
+        st = r.get("settings", {})
+        d = pd.Series(r.get("downtime_s") or [float("nan")])
+        rows.append({"when (UTC)": r["when"].replace("T", " ").rstrip("Z"), "failure": st.get("fault"),
+                     "haresources": st.get("haresources"), "ha_clustermsg": st.get("ha_clustermsg"),
+                     "trials run": r["completed"] + len(r.get("errors") or []), "failed": len(r.get("errors") or []),
+                     "trials with EROFS": r.get("erofs"), "lost acked writes": r.get("lost_acked"),
+                     "downtime min/median/max (s)": f"{d.min():.1f} / {d.median():.1f} / {d.max():.1f}",
+                     "evidence": r.get("evidence") or ""})
+    return pd.DataFrame(rows)
+
+
+def evidence_lines(name: str, limit: int = 60) -> str:
+    """The lines of a saved evidence file that match :data:`EVIDENCE_PATTERNS`, with the
+    ``###`` headers that say which host and command they come from."""
+    import re
+
+    from .. import studies
+
+    rx = re.compile("|".join(EVIDENCE_PATTERNS))
+    out = []
+    for line in studies.evidence(name).splitlines():
+        if line.startswith("### ") or rx.search(line):
+            out.append(line)
+    # drop headers with nothing under them
+    kept = [l for i, l in enumerate(out) if not (l.startswith("### ") and (i + 1 == len(out) or out[i + 1].startswith("### ")))]
+    return "\n".join(kept[:limit])
+
+
+def show_flake_study() -> None:
+    """Display the recorded runs and the evidence of the failed one(s) (for chapter 2)."""
+    from IPython.display import Markdown, display
+
+    table = flake_study_table()
+    if table.empty:
+        display(Markdown("*No run of `scripts/try_storage.py --record` is recorded in `results/studies/`.*"))
+        return
+    display(table)
+    for name in [e for e in table["evidence"] if e]:
+        display(Markdown(f"Evidence kept from the failed run (`results/studies/{name}`), the lines that tell the story:"))
+        print(evidence_lines(name))
+
+
+def heartbeat_detection(lab, hb, *, before_s: float = 2, after_s: float = 1, hz: float = 100) -> Experiment:
+    """Power off the active heartbeat node while the client pings the service address; the
+    ``detection (s)`` phase is the time from the power cut to the survivor's "is dead".  The
+    dead node boots and rejoins as standby afterwards."""
+    client = lab[CLIENT]
+    vip = "192.168.103.36"
+
+    def prepare(t: Trial) -> None:
+        active = lab[hb.active()]
+        t.set(active=active, survivor=next(h for h in hb.hosts if h is not active))
+
+    def restore(t: Trial) -> None:
+        lab.power_on(t.active.name)
+        hb.join(t.active)
+        hb.wait_pair_settled()
+
+    return Experiment("heartbeat detection", prepare=prepare,
+                      probe=lambda t: probes.icmp(client, vip, hz=hz, name=f"detect-{t.index}"),
+                      fault=lambda t: lab.power_off(t.active.name), restore=restore,
+                      marks={"detection": r"is dead"}, journals=lambda t: [t.survivor], final_phase="takeover",
+                      before_s=before_s, after_s=after_s, stall_s=None, pick="first")
+
+
+def stalled_power_failure(lab):
+    """A fault for :func:`heartbeat_failover`: DRBD's replication traffic of the active server
+    stops (every packet on its port dropped), then, as soon as that is in place, the server
+    loses power.  A write that the server had acknowledged but not yet replicated is then
+    certainly in flight when the power goes: the case a cache in the target gets wrong."""
+
+    def fault(t: Trial) -> float:
+        shape_port(t.active, "loss 100%")
+        t.event(time.time(), "hautils: replication stalled")
+        return lab.power_off(t.active.name)
+
+    return fault
