@@ -318,6 +318,7 @@ def downtime(
     window: float | None = None,
     allow_open: bool = False,
     pick: str = "first",
+    trailing: str = "error",
 ) -> Downtime:
     """Downtime caused by a fault injected at ``fault_time`` (probe clock).
 
@@ -333,6 +334,10 @@ def downtime(
     Raises ValueError if the log does not cover ``fault_time`` (it is before
     the first or after the last attempt: then "no outage" would be a lie) and,
     unless ``allow_open``, if the outage has not ended by the end of the log.
+    ``trailing="ignore"``: with ``pick="longest"``, an outage still open at the
+    end of the log does not count when a closed one follows the fault (a stall
+    in the last attempts of a probe that had already seen the recovery); it is
+    still an error when no outage after the fault has ended.
     """
     att = _attempts(log)
     if fault_time is not None:
@@ -361,6 +366,10 @@ def downtime(
         candidates.append(o)
         if pick == "first":
             break
+    if trailing not in ("error", "ignore"):
+        raise ValueError(f"trailing must be 'error' or 'ignore', got {trailing!r}")
+    if trailing == "ignore" and any(not o.open_end for o in candidates):
+        candidates = [o for o in candidates if not o.open_end]
     found: Outage | None = None
     if candidates:
         # an open outage (still going at the end of the log) is the longest by definition

@@ -228,9 +228,12 @@ class Experiment:
             return
         log = t.log
         view = analysis.with_timeout(log, self.stall_s) if self.stall_s else log
-        t.downtime = analysis.downtime(view, t.fault_time, settle=self.settle, pick=self.pick)
+        # the probe saw the recovery (``recovered``) before it was stopped: a write slow in the
+        # last moments of the log is a stall after it, not a failover that never ended
+        trailing = "ignore" if self.recovered == "probe" else "error"
+        t.downtime = analysis.downtime(view, t.fault_time, settle=self.settle, pick=self.pick, trailing=trailing)
         t.stalls = [o for o in analysis.outages(view, settle=self.settle)
-                    if o != t.downtime.outage and (o.first_ok_after or 0) > t.fault_time]
+                    if o != t.downtime.outage and ((o.first_ok_after or 0) > t.fault_time or o.open_end)]
         for name in list(t.logs)[1:]:  # other probes: their own downtime, side by side
             v = analysis.with_timeout(t.logs[name], self.stall_s) if self.stall_s else t.logs[name]
             d = analysis.downtime(v, t.fault_time, settle=self.settle, pick=self.pick, allow_open=True)
@@ -299,7 +302,8 @@ class Experiment:
         row: dict[str, Any] = {}
         if self.downtime:
             row = {"downtime_s": d.downtime_s if d else None, "lost_probes": d.lost_probes if d else None,
-                   "stalls_s": round(sum(o.duration or 0.0 for o in t.stalls), 3)}
+                   "stalls_s": round(sum((o.duration if o.duration is not None else o.duration_lower)
+                                         for o in t.stalls), 3)}
         row.update(t.row)
         row.update({f"{p.name} (s)": p.duration for p in t.phases})
         return row

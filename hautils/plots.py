@@ -942,7 +942,8 @@ def paper_vs_lab(entries: Any, *, title: str | None = None) -> go.Figure:
     nrows = math.ceil(len(facets) / ncols)
     fig = make_subplots(
         rows=nrows, cols=ncols, subplot_titles=[_measure_label(m, u) for m, u in facets],
-        horizontal_spacing=0.12, vertical_spacing=0.18 if nrows > 1 else 0.1,
+        # plotly needs spacing < 1 / (rows - 1): the gap shrinks as panels are added
+        horizontal_spacing=0.12, vertical_spacing=min(0.18, 0.5 / (nrows - 1)) if nrows > 1 else 0.1,
     )  # fmt: skip
     for j, (measure, unit) in enumerate(facets):
         r, c = j // ncols + 1, j % ncols + 1

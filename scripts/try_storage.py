@@ -1,15 +1,22 @@
 """The storage chapter's heartbeat failover alone, on a lab of its own, repeated: for tuning it and
 for hunting flakes.
 
-Sets up what chapter 2 sets up (DRBD r0 with ping-int 1, the paper's tgt target, heartbeat with
-the paper's ha.cf and ``drbddisk::r0 IPaddr2 tgt``, the client logged in with Debian's default
-initiator timers, ext4 on /mnt), then runs N failovers of one kind (``--fault power`` or
-``graceful``) and prints one line per trial.  Every trial's evidence (the client's kernel
-messages, DRBD's and tgt's state and heartbeat's log on both servers) is written to
-``--log``; a failed trial prints it.
+Sets up what chapter 2 sets up (DRBD r0 with ping-int 1, the paper's tgt target with the stop
+drop-in, heartbeat with the paper's ha.cf and ``drbddisk::r0 tgt IPaddr2``, the client logged in
+with Debian's default initiator timers, ext4 on /mnt), then runs N failovers of one kind
+(``--fault power`` or ``graceful``) through the same experiment as the chapter
+(``hautils.scenarios.storage.heartbeat_failover``) and prints one line per trial, with the
+seconds each step took.  A failed trial stops the run and prints what every layer says (the
+client's kernel messages, DRBD's and tgt's state and heartbeat's log on both servers).
 
-    python scripts/try_storage.py --fault power --trials 20 [--name st] [--log /tmp/storage.log]
-    python scripts/try_storage.py --fault graceful --trials 20 --attach --no-setup   # reuse a lab
+    python scripts/try_storage.py --fault power --trials 20 --record     # the chapter cites these runs
+    python scripts/try_storage.py --fault graceful --trials 20 --paper-order   # the paper's resource order
+    python scripts/try_storage.py --tuned --writeback --stall-replication --prealloc --trials 3
+
+``--record`` appends the outcome to ``results/studies/heartbeat-failover.json`` (and a failed run's
+evidence next to it), which chapter 2 shows; ``--log`` and ``--tgt-log`` keep more of every trial
+(the first costs tens of seconds per trial); ``--stock-clustermsg`` keeps heartbeat's own
+``ha_clustermsg``; ``--attach``/``--no-setup`` reuse a lab brought up before.
 """
 
 from __future__ import annotations
@@ -90,6 +97,8 @@ def main() -> int:
     ap.add_argument("--stall-replication", action="store_true",
                     help="stop DRBD's replication traffic of the active server just before its power fails")
     ap.add_argument("--log", default=None, help="file for every trial's evidence (default: none)")
+    ap.add_argument("--tgt-log", default=None,
+                    help="file for the old server's tgt.service journal of every trial (cheap; graceful stops)")
     ap.add_argument("--attach", action="store_true", help="use the running lab NAME; leave it up")
     ap.add_argument("--no-setup", action="store_true", help="the attached lab is set up already")
     ap.add_argument("--setup-only", action="store_true")
@@ -124,6 +133,18 @@ def main() -> int:
             probe = storage.preallocated_probe(lab[storage.CLIENT], "try")
         exp = storage.heartbeat_failover(lab, hb, drbd, target, args.fault, probe=probe,
                                          marks=storage.TUNED_MARKS if args.tuned and args.fault == "power" else None)
+        if args.tgt_log:
+            inner_restore = exp.restore
+
+            def restore_tgt(t):
+                j = t.active.run(f"journalctl -u tgt -o short-precise --no-pager --since=@{t.fault_time - 2:.3f}",
+                                 check=False, timeout=60).stdout
+                with open(args.tgt_log, "a") as f:
+                    f.write(f"\n===== trial {t.index} ({t.active.name}), phases: "
+                            + ", ".join(f"{p.name} {p.duration:.1f}" for p in t.phases if p.found) + f"\n{j}")
+                inner_restore(t)
+
+            exp.restore = restore_tgt
         if args.stall_replication:
             exp.fault = storage.stalled_power_failure(lab)  # replaces the plain power failure
         if logf:
@@ -164,8 +185,9 @@ def main() -> int:
                 studies.append("heartbeat-failover", {
                     "script": " ".join(sys.argv), "settings": settings, "trials": args.trials,
                     "completed": len(done), "errors": e.frame["error"].dropna().tolist(),
-                    "erofs": sum(1 for n in erofs.values() if n), "lost_acked": int(done.lost_acked.sum()) if len(done) else 0,
-                    "downtime_s": [round(float(x), 3) for x in done.downtime_s], "evidence": name})
+                    "erofs": sum(1 for n in erofs.values() if n),
+                    "lost_acked": int(done["lost_acked"].sum()) if "lost_acked" in done else 0,
+                    "downtime_s": [round(float(x), 3) for x in done.get("downtime_s", [])], "evidence": name})
             raise
         if args.record:
             ok = run.trials[run.trials["error"].isna()]

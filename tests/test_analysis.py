@@ -705,3 +705,18 @@ def test_with_timeout_turns_a_blocked_write_into_an_outage():
     assert int((~df.ok).sum()) == 1
     with pytest.raises(ValueError):
         an.with_timeout(log, 0)
+
+
+def test_downtime_can_ignore_a_stall_at_the_very_end_of_the_log():
+    """A probe that saw the recovery and was then stopped in the middle of one slow write: the
+    trailing open outage is a stall, not the failover (with trailing="ignore")."""
+    log = [{"seq": i, "sent": float(i), "recv": float(i) + 0.01, "ok": True} for i in range(10)]
+    log[3]["ok"] = log[4]["ok"] = False  # the failover: 3..4
+    log[9]["ok"] = False  # the last attempt failed: an open outage
+    with pytest.raises(ValueError, match="has not ended"):
+        an.downtime(log, 2.5, pick="longest")
+    d = an.downtime(log, 2.5, pick="longest", trailing="ignore")
+    assert d.outage.first_fail == 3.0 and d.downtime_s == pytest.approx(5.01 - 2.01)
+    only_open = [dict(r, ok=r["seq"] < 5) for r in log]
+    with pytest.raises(ValueError, match="has not ended"):
+        an.downtime(only_open, 2.5, pick="longest", trailing="ignore")

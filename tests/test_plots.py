@@ -364,6 +364,13 @@ def test_paper_vs_lab_from_entries_and_from_load_all(tmp_path):
     _check_paper_vs_lab(pl.paper_vs_lab(res))
 
 
+def test_paper_vs_lab_many_measures_fit_one_figure():
+    # every chapter adds measures: 13 panels (7 rows) once failed plotly's spacing limit
+    many = [dict(ENTRIES[0], measure=f"m{i}", unit="s") for i in range(13)]
+    fig = pl.paper_vs_lab(many)
+    assert len({t.text for t in fig.layout.annotations}) == 13
+
+
 def test_paper_vs_lab_rejects_bad_entries():
     with pytest.raises(ValueError, match="no entries"):
         pl.paper_vs_lab([])

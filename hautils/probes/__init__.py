@@ -470,15 +470,18 @@ def dns(host, server: str, qname: str, qtype: str = "A", hz: float = 100, name: 
 
 
 def write(host, path: str, hz: float = 100, record_size: int = 4096, name: str | None = None, *,
-          direct: str = "auto", dsync: bool = False, **kw) -> WriteProbe:
+          direct: str = "auto", sync: str = "sync", **kw) -> WriteProbe:
     """Synchronous writes of numbered, checksummed records to ``path`` (file or block device),
     O_DIRECT|O_SYNC where supported (else O_SYNC; the header says which); ``recv`` is the ack.
-    ``dsync``: O_DSYNC instead of O_SYNC (no inode timestamp is forced out with each write: on
-    a file written in full beforehand, a write then changes no metadata at all)."""
+    ``sync="dsync"``: O_DSYNC instead of O_SYNC (no inode timestamp is forced out with each
+    write); ``sync="fdatasync"``: a plain write into the page cache, then ``fdatasync()``, as a
+    database does (no O_DIRECT): the kernel sends the data, then a separate cache flush."""
+    if sync not in ("sync", "dsync", "fdatasync"):
+        raise ValueError(f"sync must be 'sync', 'dsync' or 'fdatasync', got {sync!r}")
     return WriteProbe(host, path, record_size=record_size, hz=hz,
                       name=name or f"write-{Path(path).name}",
                       options=["--path", path, "--record-size", str(int(record_size)), "--direct", direct,
-                               "--sync", "dsync" if dsync else "sync"],
+                               "--sync", sync],
                       **kw)
 
 

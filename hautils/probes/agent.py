@@ -738,9 +738,13 @@ class WriteProber(Prober):
         except FileNotFoundError:
             mode = stat.S_IFREG
         self.is_file = stat.S_ISREG(mode)
-        self.sync_flag = os.O_DSYNC if getattr(args, "sync", "sync") == "dsync" else os.O_SYNC
-        self.sync_name = "O_DSYNC" if self.sync_flag == os.O_DSYNC else "O_SYNC"
+        sync_mode = getattr(args, "sync", "sync")
+        self.fdatasync = sync_mode == "fdatasync"
+        self.sync_flag = {"sync": os.O_SYNC, "dsync": os.O_DSYNC, "fdatasync": 0}[sync_mode]
+        self.sync_name = {"sync": "O_SYNC", "dsync": "O_DSYNC", "fdatasync": "write+fdatasync"}[sync_mode]
         self.flags = os.O_WRONLY | self.sync_flag | (os.O_CREAT if self.is_file else 0)
+        if self.fdatasync:
+            args.direct = "no"  # the page cache, then fdatasync(): the database way
         self.direct = False
         self.note = None
         self.fd = None
@@ -805,7 +809,10 @@ class WriteProber(Prober):
             self.agent.emit(seq, late, sent, recv, False, "short write %d" % n, extra)
 
     def _pwrite(self, seq):
-        return os.pwrite(self.fd, self.buf, seq * self.rs)
+        n = os.pwrite(self.fd, self.buf, seq * self.rs)
+        if self.fdatasync:
+            os.fdatasync(self.fd)  # the acknowledgement: the data (and the device's cache) flushed
+        return n
 
     def close(self):
         self.mv.release()
@@ -1194,9 +1201,10 @@ def parse_args(argv):
     s.add_argument("--path", required=True)
     s.add_argument("--record-size", type=int, default=4096)
     s.add_argument("--direct", choices=("auto", "yes", "no"), default="auto")
-    s.add_argument("--sync", choices=("sync", "dsync"), default="sync",
-                   help="O_SYNC (data and metadata, timestamps included) or O_DSYNC (data, and only the "
-                        "metadata needed to read it back)")
+    s.add_argument("--sync", choices=("sync", "dsync", "fdatasync"), default="sync",
+                   help="O_SYNC (data and metadata, timestamps included), O_DSYNC (data, and only the "
+                        "metadata needed to read it back), or fdatasync: a plain write into the page cache "
+                        "followed by fdatasync(), as databases do (no O_DIRECT)")
     sub.add_parser("cmd", parents=[common])
     s = sub.add_parser("verify")
     s.add_argument("--path", required=True)

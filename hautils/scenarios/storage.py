@@ -69,7 +69,8 @@ def state_report(lab, since: float | None = None) -> str:
                    "grep -E 'Target|LUN:|Backing store (path|flags)|I_T nexus|IP Address'",
                    "ip -o -4 addr show dev eth0",
                    f"journalctl -o short-precise --no-pager {q} -t heartbeat -t ResourceManager -t IPaddr2 "
-                   "-t kernel -t tgtd -t hadisk -t systemd | grep -Ev 'Session|session-|user@' | tail -n 60"],
+                   "-t kernel -t tgtd -t hadisk -t systemd | grep -Ev 'Session|session-|user@' | tail -n 60",
+                   f"journalctl -u tgt -o short-precise --no-pager {q} | tail -n 30"],
     }
     for name in (CLIENT, *SERVERS):
         host = lab[name]
@@ -84,14 +85,14 @@ def state_report(lab, since: float | None = None) -> str:
 
 
 def preallocated_probe(client, label: str, path: str = "/mnt/records.dat", mib: int = 64, hz: float = 100):
-    """A write-probe factory whose records overwrite a file written in full once, now, with
-    O_DIRECT|O_DSYNC: the writes change no ext4 metadata, so the only thing at stake is the data
-    itself (what a database does with its preallocated files).  ``mib`` bounds the run: 256
-    records a MiB."""
+    """A write-probe factory for a database-like writer: records overwrite a file written in full
+    once, now, each with ``write()`` then ``fdatasync()``: no ext4 metadata changes, so the data
+    itself is all that is at stake, and the kernel sends it as a WRITE followed by a separate
+    cache flush (SYNCHRONIZE CACHE).  ``mib`` bounds the run: 256 records a MiB."""
     client.run(f"test -s {path} || dd if=/dev/zero of={path} bs=1M count={int(mib)} oflag=direct conv=fsync "
                "status=none", timeout=300)
     return lambda t: probes.write(client, path, hz=hz, name=f"{label}-{t.index}", duration=mib * 256 / hz,
-                                  dsync=True)
+                                  sync="fdatasync")
 
 
 def _write_probe(client, label: str, hz: float = 100):
@@ -355,15 +356,17 @@ def heartbeat_detection(lab, hb, *, before_s: float = 2, after_s: float = 1, hz:
                       before_s=before_s, after_s=after_s, stall_s=None, pick="first")
 
 
-def stalled_power_failure(lab):
+def stalled_power_failure(lab, stall_s: float = 0.2):
     """A fault for :func:`heartbeat_failover`: DRBD's replication traffic of the active server
-    stops (every packet on its port dropped), then, as soon as that is in place, the server
-    loses power.  A write that the server had acknowledged but not yet replicated is then
-    certainly in flight when the power goes: the case a cache in the target gets wrong."""
+    stops (every packet on its port dropped), and ``stall_s`` later the server loses power.  The
+    client's next write is then certainly in flight: its data sent, its cache flush waiting for
+    the replication, when the power goes: the case a cache in the target gets wrong.  Returns
+    the time of the power failure (the client's outage begins at the stall)."""
 
     def fault(t: Trial) -> float:
         shape_port(t.active, "loss 100%")
         t.event(time.time(), "hautils: replication stalled")
+        time.sleep(stall_s)
         return lab.power_off(t.active.name)
 
     return fault

@@ -55,15 +55,15 @@ class Target:
     def stop_dropin(self, tid: int = 1) -> str:
         """A systemd drop-in for tgt.service whose stop force-deletes the target: Debian's stop
         fails (and hangs 90 s) when a session is still closing (chapter 2)."""
-        return render("tgt-stop.conf.j2", tid=tid)
+        return render("tgt-stop.conf.j2", tid=tid, timeout=15)
 
     def always_on(self, host, vip: str, tid: int = 1) -> str:
         """Tuned variant: tgtd runs all the time, bound to the service address only, with the
         target defined and no LUN (the failover script adds the LUN once DRBD is primary)."""
-        dropin = render("tgt-vip.conf.j2", vip=vip, tid=tid, iqn=self.iqn)
+        dropin = render("tgt-vip.conf.j2", vip=vip, tid=tid, iqn=self.iqn, timeout=15)
         host.put("/etc/systemd/system/tgt.service.d/hautils-vip.conf", dropin)
         host.run(f"rm -f {self.path} {self.STOP_DROPIN}; systemd-analyze verify --man=no tgt.service && systemctl daemon-reload && "
-                 "systemctl enable tgt && systemctl restart tgt", timeout=120)
+                 "systemctl enable --no-reload tgt && systemctl restart tgt", timeout=120)
         return dropin
 
     def show(self, host) -> str:
