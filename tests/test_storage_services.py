@@ -144,3 +144,18 @@ def test_lun_flags_read_from_tgtadm_show():
     assert parse_lun_flags(TGT_SHOW, 2) is None  # no such LUN (a standby server)
     write_back = TGT_SHOW.replace("flags: sync", "flags: ")
     assert parse_lun_flags(write_back, 1) == ""
+
+
+def test_both_tgt_dropins_force_delete_the_target_before_stopping_the_daemon():
+    """A bare "delete system" fails while a target exists and systemd then waits 90 s per node:
+    both the paper's and the tuned drop-in must force-delete the target first, within a timeout."""
+    from hautils.services import render
+    from hautils.services.iscsi import Target
+
+    t = Target()
+    vip = render("tgt-vip.conf.j2", vip="192.168.103.36", tid=1, iqn=t.iqn, timeout=t.STOP_TIMEOUT_S)
+    for dropin in (t.stop_dropin(), vip):
+        stops = [line for line in dropin.splitlines() if line.startswith("ExecStop=")]
+        assert stops[0] == "ExecStop=", dropin  # Debian's own stop lines are replaced
+        assert "--op delete --force --tid 1" in stops[2] and stops[-1].endswith("--op delete --mode system"), stops
+        assert f"TimeoutStopSec={t.STOP_TIMEOUT_S}" in dropin

@@ -478,6 +478,8 @@ def write(host, path: str, hz: float = 100, record_size: int = 4096, name: str |
     database does (no O_DIRECT): the kernel sends the data, then a separate cache flush."""
     if sync not in ("sync", "dsync", "fdatasync"):
         raise ValueError(f"sync must be 'sync', 'dsync' or 'fdatasync', got {sync!r}")
+    if sync == "fdatasync" and direct == "yes":
+        raise ValueError("sync='fdatasync' writes through the page cache: it cannot be combined with direct='yes'")
     return WriteProbe(host, path, record_size=record_size, hz=hz,
                       name=name or f"write-{Path(path).name}",
                       options=["--path", path, "--record-size", str(int(record_size)), "--direct", direct,

@@ -51,16 +51,18 @@ class Target:
         return res.stdout
 
     STOP_DROPIN = "/etc/systemd/system/tgt.service.d/hautils-stop.conf"
+    #: how long systemd lets tgt stop before it kills tgtd (both drop-ins)
+    STOP_TIMEOUT_S = 15
 
     def stop_dropin(self, tid: int = 1) -> str:
         """A systemd drop-in for tgt.service whose stop force-deletes the target: Debian's stop
         fails (and hangs 90 s) when a session is still closing (chapter 2)."""
-        return render("tgt-stop.conf.j2", tid=tid, timeout=15)
+        return render("tgt-stop.conf.j2", tid=tid, timeout=self.STOP_TIMEOUT_S)
 
     def always_on(self, host, vip: str, tid: int = 1) -> str:
         """Tuned variant: tgtd runs all the time, bound to the service address only, with the
         target defined and no LUN (the failover script adds the LUN once DRBD is primary)."""
-        dropin = render("tgt-vip.conf.j2", vip=vip, tid=tid, iqn=self.iqn, timeout=15)
+        dropin = render("tgt-vip.conf.j2", vip=vip, tid=tid, iqn=self.iqn, timeout=self.STOP_TIMEOUT_S)
         host.put("/etc/systemd/system/tgt.service.d/hautils-vip.conf", dropin)
         host.run(f"rm -f {self.path} {self.STOP_DROPIN}; systemd-analyze verify --man=no tgt.service && systemctl daemon-reload && "
                  "systemctl enable --no-reload tgt && systemctl restart tgt", timeout=120)
