@@ -7,7 +7,8 @@ the server that holds the disk, measure the client's downtime, the acknowledged 
 and where the time went (from the survivor's and the client's journals); power the server on
 again and let corosync, pacemaker and DRBD's resync bring it back before the next trial.
 
-    python scripts/try_pacemaker.py --trials 3 [--token 1000] [--notify] [--monitor-delay 15] [--name pcmk]
+    python scripts/try_pacemaker.py --trials 20 --record     # chapter 2 cites this run
+    python scripts/try_pacemaker.py --trials 3 [--token 3000] [--consensus 1000] [--notify] [--monitor-delay 15] [--name pcmk]
 
 ``--attach`` reuses a lab brought up with ``hautils lab up`` (and already set up with
 ``--setup-only``) and leaves it up; without it the lab is created and always taken down.
@@ -19,7 +20,7 @@ import argparse
 import sys
 import time
 
-from hautils import analysis
+from hautils import analysis, studies
 from hautils.lab import Lab
 from hautils.scenarios import storage
 from hautils.services.drbd import Drbd
@@ -33,15 +34,15 @@ VIP = "192.168.103.36"
 CLIENT_ADDRESS = "192.168.103.93"
 RESYNC = {"c-plan-ahead": "0", "resync-rate": "100M"}  # as chapter 2: full speed on an idle link
 DRBD_NET = {"ping-int": "1",  # the survivor notices the dead Primary in ~1.5 s, not 10 s
-            "connect-int": "1",  # a returning node tries to connect every second, not every 10 s
-            "after-sb-0pri": "discard-zero-changes", "after-sb-1pri": "discard-secondary",
+            "connect-int": "1"}  # a returning node tries to connect every second, not every 10 s (chapter 2)
+AFTER_SB = {"after-sb-0pri": "discard-zero-changes", "after-sb-1pri": "discard-secondary",
             "after-sb-2pri": "disconnect"}
 
 
 def objects(lab: Lab, args) -> tuple[Drbd, Pacemaker]:
     s = [lab[h] for h in SERVERS]
-    drbd = Drbd(s, ADDRESSES, net=DRBD_NET, disk_options=RESYNC)
-    pm = Pacemaker(s, ADDRESSES, vip=VIP, token_ms=args.token, drbd_notify=args.notify,
+    drbd = Drbd(s, ADDRESSES, net={**DRBD_NET, **(AFTER_SB if args.after_sb else {})}, disk_options=RESYNC)
+    pm = Pacemaker(s, ADDRESSES, vip=VIP, token_ms=args.token, consensus_ms=args.consensus or None, drbd_notify=args.notify,
                    monitor_delay_s=args.monitor_delay, allowed_initiators=CLIENT_ADDRESS,
                    tgt_bsoflags=args.bsoflags)
     return drbd, pm
@@ -70,13 +71,17 @@ def setup(lab: Lab, drbd: Drbd, pm: Pacemaker) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--token", type=int, default=1000, help="corosync token timeout, ms (>= 1000)")
+    ap.add_argument("--token", type=int, default=3000, help="corosync token timeout, ms (>= 1000)")
+    ap.add_argument("--consensus", type=int, default=1000, help="corosync consensus, ms (0: corosync's 1.2 x token)")
     ap.add_argument("--notify", action="store_true", help="DRBD clone with notify=true (the agent's default)")
     ap.add_argument("--monitor-delay", type=int, default=15, help="start-delay of the first monitor, s (0: none)")
-    ap.add_argument("--quiet", type=float, default=20, help="s to wait after the cluster is complete, before a fault")
+    ap.add_argument("--quiet", type=float, default=3, help="s to wait after the cluster is complete, before a fault")
     ap.add_argument("--bsoflags", default="direct", help="tgt backing-store flags ('' = tgt's buffered default)")
     ap.add_argument("--reconfigure", action="store_true", help="with --no-setup: load the crm configuration again")
     ap.add_argument("--name", default="pcmk", help="lab name (not 'storage': that one may be running)")
+    ap.add_argument("--after-sb", action="store_true", help="DRBD split-brain recovery policies (chapter 2 has none)")
+    ap.add_argument("--record", action="store_true",
+                    help="append the outcome to results/studies/pacemaker-failover.json (chapter 2 shows it)")
     ap.add_argument("--attach", action="store_true", help="use the running lab NAME; do not take it down")
     ap.add_argument("--setup-only", action="store_true", help="set the lab up, run no trial")
     ap.add_argument("--no-setup", action="store_true", help="the attached lab is set up already")
@@ -100,6 +105,20 @@ def main() -> int:
         df = run.trials
         print(df.to_string(), flush=True)
         ok = df[df["error"].isna()]
+        if args.record:
+            evidence = None
+            if ok.shape[0] < args.trials:
+                evidence = studies.save_evidence(f"pacemaker-{time.strftime('%Y%m%d-%H%M%S')}.txt", "\n\n".join(
+                    f"trial {r.trial}: {r.error}\n{r.diagnostics}" for r in df[df["error"].notna()].itertuples()))
+            studies.append("pacemaker-failover", {
+                "script": " ".join(sys.argv), "trials": args.trials, "completed": int(ok.shape[0]),
+                "settings": {"corosync token (ms)": pm.token_ms, "consensus (ms)": pm.consensus,
+                             "dc-deadtime (s)": pm.dc_deadtime_s, "quiet (s)": args.quiet,
+                             "DRBD net": drbd.net},
+                "errors": df["error"].dropna().tolist(), "lost_acked": int(ok.lost_acked.sum()),
+                "membership_changes_before_fault": [int(x) for x in ok["membership changes before the fault"]],
+                "longest_corosync_stall_ms": [int(x) for x in ok["longest corosync stall (ms)"]],
+                "downtime_s": [round(float(x), 3) for x in ok.downtime_s], "evidence": evidence})
         if not ok.empty:
             print(analysis.trial_summary(ok).round(3).to_string(), flush=True)
         for t in run.runs:

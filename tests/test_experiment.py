@@ -184,3 +184,15 @@ def test_a_probe_on_the_failing_host_measures_no_downtime():
     log = synthetic_log([], end=5.0)  # ends at T0+5, the fault time
     run = make(log, [], recovered=None, downtime=False, verify=lost_writes()).run(1)
     assert "downtime_s" not in run.trials and run.trials.lost_acked[0] == 0
+
+
+def test_a_stall_still_open_when_the_probe_stops_counts_as_a_stall_not_the_failover():
+    # the failover (8..12), then acks slower than the stall threshold up to the end of the log:
+    # the probe saw the recovery, so the open stall is reported apart, with its lower bound
+    log = synthetic_log([(8.0, 12.0)], slow=[(19.0, 20.0)])
+    run = make(log, []).run(1)
+    assert 3.9 < run.trials.downtime_s[0] < 4.1
+    open_stalls = [o for o in run.last.stalls if o.open_end]
+    assert len(open_stalls) == 1
+    assert 0.9 < run.trials.stalls_s[0] < 1.1
+    assert run.trials.stalls_s[0] == pytest.approx(open_stalls[0].duration_lower, abs=1e-3)

@@ -22,10 +22,11 @@ def cluster(**kw):
 
 
 def test_corosync_conf_two_nodes_without_fencing_quorum_and_tuned_token():
-    conf = cluster(token_ms=1000).corosync_conf()
+    conf = cluster().corosync_conf()
     assert re.search(r"^\s*two_node: 1$", conf, re.M)
-    assert re.search(r"^\s*token: 1000$", conf, re.M)
-    assert re.search(r"^\s*consensus: 1200$", conf, re.M)  # corosync's own default, 1.2 x token
+    assert re.search(r"^\s*token: 3000$", conf, re.M)  # corosync's default: 1000 flapped in the lab
+    assert re.search(r"^\s*consensus: 1000$", conf, re.M)  # below the token: safe with two nodes
+    assert re.search(r"^\s*consensus: 1200$", cluster(token_ms=1000, consensus_ms=None).corosync_conf(), re.M)
     assert re.search(r"^\s*provider: corosync_votequorum$", conf, re.M)
     assert re.search(r"^\s*crypto_cipher: aes256$", conf, re.M)
     for i, (name, addr) in enumerate([("iscsi-server0", "192.168.103.99"), ("iscsi-server1", "192.168.103.91")], 1):
@@ -163,3 +164,15 @@ def test_phase_marks_split_a_failover():
     assert [p.name for p in ph] == [*PHASE_MARKS, "client reconnect"]
     assert all(p.found for p in ph)
     assert [round(p.duration, 2) for p in ph] == [2.2, 2.3, 2.0, 2.3, 2.8, 2.4, 0.25]
+
+
+def test_the_seeded_cib_sets_dc_deadtime_and_parses():
+    import xml.etree.ElementTree as ET
+
+    from hautils.services import render
+
+    root = ET.fromstring(render("cib-seed.xml.j2", dc_deadtime_s=2))
+    props = {n.get("name"): n.get("value") for n in root.iter("nvpair")}
+    assert props == {"dc-deadtime": "2s", "stonith-enabled": "false"}
+    assert root.find("configuration/resources") is not None and root.find("status") is not None
+    assert cluster().dc_deadtime_s == 2

@@ -12,6 +12,7 @@ unanswered; afterwards every acknowledged record is read back and checked.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 
@@ -70,7 +71,11 @@ def state_report(lab, since: float | None = None) -> str:
                    "ip -o -4 addr show dev eth0",
                    f"journalctl -o short-precise --no-pager {q} -t heartbeat -t ResourceManager -t IPaddr2 "
                    "-t kernel -t tgtd -t hadisk -t systemd | grep -Ev 'Session|session-|user@' | tail -n 60",
-                   f"journalctl -u tgt -o short-precise --no-pager {q} | tail -n 30"],
+                   f"journalctl -u tgt -o short-precise --no-pager {q} | tail -n 30",
+                   "command -v crm_mon >/dev/null && crm_mon -1rf 2>&1 | sed -n '/Node List/,$p'; true",
+                   f"journalctl -o short-precise --no-pager {q} -t pacemaker-controld -t pacemaker-schedulerd "
+                   "-t corosync 2>/dev/null | grep -E 'Initiating|Result of|Move|Promote|Demote|Stop |Start |"
+                   "membership|lost|TOTEM|transition' | tail -n 60"],
     }
     for name in (CLIENT, *SERVERS):
         host = lab[name]
@@ -243,34 +248,66 @@ def shape_port(host, netem: str | None, port: int = 7789, iface: str = "eth0") -
              f"tc filter add dev {iface} parent 1: protocol ip prio 4 u32 match ip sport {port} 0xffff flowid 1:3")
 
 
+def corosync_noise(hosts, since: float) -> dict:
+    """What corosync logged on ``hosts`` since ``since``: membership changes ("Members left":
+    a node declared dead) and the longest time its main process was not scheduled.  Read
+    before a fault, both must be zero and short: a node lost while nobody failed is a false
+    alarm, and in a cluster without fencing a false alarm is a split brain."""
+    left, stall = 0, 0.0
+    for h in hosts:
+        out = h.run(f"journalctl -o cat --no-pager --since=@{since:.3f} -t corosync | "
+                    "grep -E 'Members left|not scheduled' ; true", timeout=30).stdout
+        left += sum("Members left" in line for line in out.splitlines())
+        for m in re.finditer(r"not scheduled \(@\d+\) for ([0-9.]+) ms", out):
+            stall = max(stall, float(m.group(1)))
+    return {"membership changes before the fault": left, "longest corosync stall (ms)": round(stall)}
+
+
 def pacemaker_failover(lab, pm, drbd, *, before_s: float = 2, after_s: float = 2, quiet_s: float = 20,
                        timeout_s: float = 240, hz: float = 100) -> Experiment:
     """corosync + pacemaker: power off the node that serves the disk while the client writes;
     the node boots again and rejoins by itself (corosync and pacemaker are enabled).
 
     ``quiet_s``: wait that long after the cluster is complete before the fault, so that the
-    returning node's first monitor operations (start-delay) do not run during the failover."""
+    returning node's first monitor operations (start-delay) do not run during the failover.
+
+    Row: ``from``, ``to``, ``downtime_s``, the lost writes and phases, and what corosync logged
+    between the previous trial's restore and this fault (:func:`corosync_noise`).  A trial
+    whose disk moved before the fault fails, naming the move, instead of timing nothing."""
     from ..services.pacemaker import PHASE_MARKS
 
     client = lab[CLIENT]
     servers = {h: lab[h] for h in SERVERS}
+    restored = {"at": None}
 
     def prepare(t: Trial) -> None:
+        since = restored["at"] or time.time()
         pm.wait_online(timeout=600)
         pm.wait_started(600)
         victim = pm.active()
         survivor = servers[SERVERS[1] if victim == SERVERS[0] else SERVERS[0]]
         drbd.wait_healthy(600, host=survivor)
         time.sleep(quiet_s)
-        t.set(victim=victim, survivor=survivor)
+        t.set(victim=victim, survivor=survivor, since=since)
         t.row.update({"from": victim, "to": survivor.name})
+
+    def fault(t: Trial) -> float:
+        t.row.update(corosync_noise(servers.values(), t.since))
+        now = pm.active()
+        if now != t.victim:
+            raise RuntimeError(f"the disk moved from {t.victim} to {now} before the fault "
+                               f"({t.row['membership changes before the fault']} membership changes)")
+        return lab.power_off(t.victim)
+
+    def restore(t: Trial) -> None:
+        restored["at"] = time.time()
+        lab.power_on(t.victim)
 
     return Experiment(
         "pacemaker power failure", prepare=prepare, probe=_write_probe(client, "pacemaker", hz),
-        fault=lambda t: lab.power_off(t.victim), verify=lost_writes(),
-        restore=lambda t: lab.power_on(t.victim), marks=PHASE_MARKS,
+        fault=fault, verify=lost_writes(), restore=restore, marks=PHASE_MARKS,
         journals=lambda t: [t.survivor, client],
-        diagnose=lambda t, e: state_report(lab, since=(t.fault_time or time.time()) - 5),
+        diagnose=lambda t, e: state_report(lab, since=getattr(t, "since", time.time() - 60)),
         before_s=before_s, after_s=after_s, timeout_s=timeout_s)
 
 
@@ -331,6 +368,55 @@ def show_flake_study() -> None:
     for name in [e for e in table["evidence"] if e]:
         display(Markdown(f"Evidence kept from the failed run (`results/studies/{name}`), the lines that tell the story:"))
         print(evidence_lines(name))
+
+
+def pacemaker_study_table():
+    """One row per recorded run of ``scripts/try_pacemaker.py --record`` (results/studies)."""
+    import pandas as pd
+
+    from .. import studies
+
+    rows = []
+    for r in studies.load("pacemaker-failover"):
+        st = r.get("settings", {})
+        d = pd.Series(r.get("downtime_s") or [float("nan")])
+        rows.append({"when (UTC)": r["when"].replace("T", " ").rstrip("Z"),
+                     "token / consensus (ms)": f"{st.get('corosync token (ms)')} / {st.get('consensus (ms)')}",
+                     "trials run": r["trials"], "failed": len(r.get("errors") or []),
+                     "membership changes before a fault": sum(r.get("membership_changes_before_fault") or []),
+                     "longest corosync stall (ms)": max(r.get("longest_corosync_stall_ms") or [0]),
+                     "lost acked writes": r.get("lost_acked"),
+                     "downtime min/median/max (s)": f"{d.min():.1f} / {d.median():.1f} / {d.max():.1f}"})
+    return pd.DataFrame(rows)
+
+
+#: The lines of the pacemaker evidence files that tell the story.
+PACEMAKER_EVIDENCE = r"not scheduled|Members left|processor failed|ns:0 |device_mgmt|Power-on or device reset|^# "
+
+
+def show_pacemaker_study() -> None:
+    """The pacemaker flake of chapter 2: the failed run's evidence, corosync's log of the cause,
+    and the recorded runs since the fix."""
+    import re
+
+    from IPython.display import Markdown, display
+
+    from .. import studies
+
+    rx = re.compile(PACEMAKER_EVIDENCE)
+    for name, what in (("pacemaker-no-outage-20261203.txt", "The failed run (`sudo make`, 3 Dec 2026)"),
+                       ("pacemaker-token-1000-flaps-20261203.txt", "corosync's log with a 1000 ms token")):
+        try:
+            text = studies.evidence(name)
+        except FileNotFoundError:
+            continue
+        display(Markdown(f"{what}, from `results/studies/{name}`:"))
+        print("\n".join(line[:200] for line in text.splitlines() if rx.search(line))[:6000])
+    table = pacemaker_study_table()
+    if table.empty:
+        display(Markdown("*No run of `scripts/try_pacemaker.py --record` is recorded in `results/studies/`.*"))
+    else:
+        display(table)
 
 
 def heartbeat_detection(lab, hb, *, before_s: float = 2, after_s: float = 1, hz: float = 100) -> Experiment:
