@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
 from tqdm import tqdm
 
 from .. import topology as _topology
@@ -131,8 +132,15 @@ class Lab:
             self.wait_ready(list(self.topology.hosts), timeout=timeout, progress=progress)
             self.boot_seconds = time.time() - t0
             hosts_file = self.topology.hosts_file()
+
+            def settle(h: Host) -> None:
+                h.put("/etc/hosts", hosts_file)
+                # A first boot writes the VM's SSH host key; ext4 keeps new data in RAM for up to
+                # 30 s.  A power failure before it reached the disk cost the key: the next boot
+                # made another one and SSH refused the host (seen in a quick power cycle).
+                h.run("sync", timeout=60)
             with ThreadPoolExecutor(len(self.hosts)) as ex:
-                list(ex.map(lambda h: h.put("/etc/hosts", hosts_file), self.hosts.values()))
+                list(ex.map(settle, self.hosts.values()))
             self._check_reachable_from_record()
         except BaseException:
             self.down()
@@ -252,6 +260,11 @@ class Lab:
                     return
                 except (HostUnreachable, TimeoutError):
                     pass
+                except paramiko.BadHostKeyException as e:
+                    raise LabError(f"VM {host} answered with another SSH host key than the one pinned in "
+                                   f"{self.workdir / 'known_hosts'}: its disk lost the key made at its first "
+                                   "boot (a power failure before it was synced?). `hautils lab down "
+                                   f"{self.name}` and up again gives it a fresh disk") from e
                 if time.monotonic() > deadline:
                     raise LabError(f"VM {host} did not answer SSH within {timeout:.0f} s; "
                                    f"console ({self.backend.console_log(host)}):\n{self.backend.console_tail(host)}")

@@ -310,3 +310,21 @@ def test_cli_errors_name_the_host_and_the_cause():
     finally:
         down = run("down", "clierr")
     assert down.returncode == 0 and leftovers("clierr") == []
+
+
+def test_power_failure_right_after_up_keeps_the_host_key():
+    """A VM's first boot makes its SSH host key; a power failure seconds later must not lose it
+    (before ``up`` synced the guests, the next boot made another key and SSH refused the host:
+    2 of 2 quick power cycles failed)."""
+    quick = Lab(PAIR, name="pair-quick")
+    quick.up(progress=False)
+    try:
+        a = quick["alpha"]
+        key = (quick.workdir / "known_hosts").read_text()
+        quick.power_off("alpha")
+        quick.power_on("alpha", timeout=60)
+        assert a.run("hostname").stdout.strip() == "alpha"
+        assert (quick.workdir / "known_hosts").read_text() == key
+    finally:
+        quick.down()
+    assert leftovers("pair-quick") == []
