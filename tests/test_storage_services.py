@@ -68,6 +68,35 @@ def test_proc_drbd_parser():
     assert parse_proc_drbd("version: 8.4.11\n") is None
 
 
+PROC_DRBD_MANY = """version: 8.4.11 (api:1/proto:86-101)
+ 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate C r-----
+    ns:4 nr:0 dw:4 dr:0 al:1 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0
+ 1: cs:SyncSource ro:Primary/Secondary ds:UpToDate/Inconsistent A r-----
+    ns:2000 nr:0 dw:0 dr:2000 al:8 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:30000
+\t[==>.................] sync'ed: 12.5% (30000/32000)K
+ 3: cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown C r-----
+"""
+
+
+def test_proc_drbd_parser_reads_one_minor_of_many():
+    r0, a, c = (parse_proc_drbd(PROC_DRBD_MANY, m) for m in (0, 1, 3))
+    assert r0.healthy and r0.synced_percent is None  # another minor's sync is not r0's
+    assert (a.cs, a.protocol, a.synced_percent) == ("SyncSource", "A", 12.5)
+    assert (c.cs, c.peer_disk) == ("WFConnection", "DUnknown") and parse_proc_drbd(PROC_DRBD_MANY, 2) is None
+
+
+def test_drbd_resources_side_by_side_carry_their_own_protocol():
+    hosts = [FakeHost("iscsi-server0"), FakeHost("iscsi-server1")]
+    a = Drbd(hosts, ["192.168.103.99", "192.168.103.91"], name="proto-a", device="/dev/drbd1", disk="/dev/ubdc",
+             port=7790, protocol="A", own_protocol=True, net={"ping-int": "1"})
+    res = a.resource()
+    assert "resource proto-a {" in res and "protocol A;" in res and "ping-int 1;" in res and ":7790;" in res
+    assert a.minor == 1 and Drbd(hosts, a.addresses).minor == 0
+    assert "protocol" not in Drbd(hosts, a.addresses).resource()  # the paper's r0: protocol in common
+    with pytest.raises(ValueError, match="minor"):
+        _ = Drbd(hosts, a.addresses, device="/dev/drbd").minor
+
+
 def test_drbd_renders_the_papers_resource():
     d = Drbd([FakeHost("iscsi-server0"), FakeHost("iscsi-server1")], ["192.168.103.99", "192.168.103.91"],
              net={"ping-int": "1"})

@@ -297,6 +297,14 @@ class Lab:
     def __iter__(self):
         return iter(self.hosts.values())
 
+    def run_all(self, hosts, command: str, **kw):
+        """Run ``command`` on several hosts at once (names or hosts); returns their results in
+        order.  For slow steps every host must do, such as stopping a service: one UML guest's
+        systemctl takes seconds, and nothing makes the hosts wait for each other."""
+        targets = [h if isinstance(h, Host) else self[h] for h in hosts]
+        with ThreadPoolExecutor(max(1, len(targets))) as ex:
+            return list(ex.map(lambda h: h.run(command, **kw), targets))
+
     def _need_up(self) -> UMLBackend:
         if self.backend is None:
             raise LabError(f"lab {self.name!r} is not up: call lab.up() first")
@@ -324,9 +332,15 @@ class Lab:
         self._record()
         self._event(t, "power_on", host)
         if wait:
-            self.wait_ready([host], timeout=timeout, progress=False)
-            self[host].put("/etc/hosts", self.topology.hosts_file())
+            self.wait_booted(host, timeout)
         return t
+
+    def wait_booted(self, host: str, timeout: float = DEFAULT_BOOT_TIMEOUT) -> None:
+        """After ``power_on(host, wait=False)``: wait until the VM answers SSH (and give it the
+        lab's /etc/hosts again), e.g. once other work has overlapped its boot."""
+        host = self.resolve(host)
+        self.wait_ready([host], timeout=timeout, progress=False)
+        self[host].put("/etc/hosts", self.topology.hosts_file())
 
     def cable_pull(self, host: str, iface: str = "eth0") -> float:
         """Unplug a NIC: detach its tap from the bridge (the guest sees no carrier change, as on UML)."""

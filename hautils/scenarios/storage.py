@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from .. import overhead, probes
 from ..experiment import Experiment, Trial, lost_writes
+from ..services.drbd import rejoin as drbd_rejoin
 
 CLIENT = "iscsi-client"
 SERVERS = ("iscsi-server0", "iscsi-server1")
@@ -197,34 +198,107 @@ def drbd_protocol_loss(lab, drbd, protocol: str, *, delay_ms: int = 100, before_
     one-way delay and loses power; the survivor is promoted and the acknowledged writes are read
     back there.  Then the old primary boots, resyncs from the survivor and is primary again.
     Row: ``protocol``, ``acked``, ``lost_acked``, ``rpo_s``."""
+    return drbd_protocols_loss(lab, {protocol: drbd}, delay_ms=delay_ms, before_s=before_s, hz=hz,
+                               set_protocol=True)
+
+
+def protocol_replicas(drbd, disks=("/dev/ubdc", "/dev/ubdd", "/dev/ubde")) -> dict:
+    """One small DRBD resource per protocol (``proto-a``, ``proto-b``, ``proto-c``: minors 1-3,
+    ports after ``drbd``'s) between ``drbd``'s two hosts, each with its protocol in its own
+    resource file, created and in sync, primary on the first host: so that one power failure
+    hits all three protocols at the same instant, and three writers measure them side by side."""
+    from ..services.drbd import Drbd
+
+    out = {}
+    for i, (pr, disk) in enumerate(zip("ABC", disks), start=1):
+        r = Drbd(drbd.hosts, drbd.addresses, disk=disk, name=f"proto-{pr.lower()}", device=f"/dev/drbd{i}",
+                 port=drbd.port + i, protocol=pr, own_protocol=True, net=dict(drbd.net),
+                 disk_options=dict(drbd.disk_options))
+        r.create()
+        out[pr] = r
+    return out
+
+
+def drbd_protocols_loss(lab, replicas: Mapping, *, delay_ms: int = 100, before_s: float = 3, hz: float = 100,
+                        also=(), set_protocol: bool = False) -> Experiment:
+    """The primary (iscsi-server0) writes to each resource of ``replicas`` (``{protocol: Drbd}``,
+    see :func:`protocol_replicas`), one writer per resource, over a link with ``delay_ms`` of
+    one-way delay, and loses power; the survivor promotes every resource and the acknowledged
+    writes are read back there.  Then the old primary boots, every resource (and those in
+    ``also``: other resources of the host, such as ``r0``) rejoins and resyncs from the survivor,
+    and the old primary is primary again where it was before.  ``set_protocol``: give each
+    resource its protocol first (``drbd.set_protocol``), for a single resource switched between
+    protocols.
+
+    Row: per protocol P ``P acked``, ``P lost_acked``, ``P rpo_s`` (with one resource:
+    ``protocol``, ``acked``, ``lost_acked``, ``rpo_s``); ``t.losses[P]`` holds each loss."""
     server0, server1 = lab[SERVERS[0]], lab[SERVERS[1]]
+    replicas = dict(replicas)
+    single = len(replicas) == 1
+
+    def name(pr: str) -> str:
+        return f"protocol {pr}"
 
     def prepare(t: Trial) -> None:
-        drbd.set_protocol(protocol)
+        for pr, r in replicas.items():
+            if set_protocol:
+                r.set_protocol(pr)
         set_delay(server0, delay_ms)
-        t.row["protocol"] = protocol
+        t.was_primary = [r for r in also if r.state(server0) and r.state(server0).role == "Primary"]
+        if single:
+            t.row["protocol"] = next(iter(replicas))
+
+    def probe(t: Trial) -> dict:
+        return {name(pr): probes.write(server0, r.device, hz=hz, name=f"proto-{pr}-{t.index}", log_sync=0,
+                                       duration=300) for pr, r in replicas.items()}
+
+    def fault(t: Trial) -> float:
+        off = lab.power_off(SERVERS[0])
+        # it boots while the survivor takes over: the probes' logs are on its disk, and nothing
+        # on it starts DRBD by itself (a boot would not rejoin before the promotion)
+        lab.power_on(SERVERS[0], wait=False)
+        return off
 
     def recovered(t: Trial) -> None:
         # the survivor notices the lost peer (ping-int 1 s), then it is promoted by hand
-        server1.wait_for("grep -Eq 'cs:(WFConnection|StandAlone)' /proc/drbd", timeout=60, interval=0.2)
-        drbd.primary(server1)
-        lab.power_on(SERVERS[0])  # the probe's log is on its disk
+        minors = "|".join(str(r.minor) for r in replicas.values())
+        server1.wait_for(f"test $(grep -Ec '^ *({minors}): cs:(WFConnection|StandAlone)' /proc/drbd) -eq "
+                         f"{len(replicas)}", timeout=60, interval=0.2)
+        server1.run(f"drbdadm primary {' '.join(replicas[pr].name for pr in replicas)}", timeout=60)
+        lab.wait_booted(SERVERS[0])
 
     def verify(t: Trial) -> dict:
-        return lost_writes(host=lambda _: server1, to_seq=int(t.log.seq.max()))(t)
+        row, t.losses = {}, {}
+        for pr in replicas:
+            out = lost_writes(host=lambda _: server1, probe=name(pr), to_seq=int(t.logs[name(pr)].seq.max()))(t)
+            t.losses[pr] = t.loss
+            row.update(out if single else {f"{pr} {k}": v for k, v in out.items()})
+        return row
 
     def restore(t: Trial) -> None:
-        # iscsi-server0 rejoins as secondary, resyncs from the survivor, is primary again
-        drbd.secondary(server1)
-        drbd.rejoin(server0)
-        drbd.primary(server0)
+        # the old primary rejoins as secondary, resyncs from the survivor, is primary again
+        names = " ".join(r.name for r in replicas.values())
+        server1.run(f"drbdadm secondary {names}", timeout=60)
+        drbd_rejoin([*replicas.values(), *also], server0)
+        server0.run(f"drbdadm primary {' '.join([names, *(r.name for r in t.was_primary)])}", timeout=60)
 
+    what = f"DRBD protocol {next(iter(replicas))}" if single else f"DRBD protocols {', '.join(replicas)}"
     return Experiment(
-        f"DRBD protocol {protocol}", prepare=prepare,
-        probe=lambda t: probes.write(server0, drbd.device, hz=hz, name=f"proto-{protocol}-{t.index}",
-                                     log_sync=0, duration=300),
-        fault=lambda t: lab.power_off(SERVERS[0]), recovered=recovered, verify=verify, restore=restore,
-        before_s=before_s, after_s=0, stall_s=None, pick="first", downtime=False)
+        what, prepare=prepare, probe=probe, fault=fault, recovered=recovered,
+        verify=verify, restore=restore, before_s=before_s, after_s=0, stall_s=None, pick="first", downtime=False)
+
+
+def protocol_table(run) -> "pd.DataFrame":
+    """The trials of :func:`drbd_protocols_loss` as one row per protocol and trial."""
+    import pandas as pd
+
+    rows = []
+    for _, r in run.trials.iterrows():
+        for pr in "ABC":
+            if f"{pr} acked" in r:
+                rows.append({"protocol": pr, "trial": r["trial"], "acked": r[f"{pr} acked"],
+                             "lost_acked": r[f"{pr} lost_acked"], "rpo_s": r[f"{pr} rpo_s"]})
+    return pd.DataFrame(rows)
 
 
 def set_delay(host, ms: int, iface: str = "eth0") -> None:
@@ -281,12 +355,16 @@ def pacemaker_failover(lab, pm, drbd, *, before_s: float = 2, after_s: float = 2
     restored = {"at": None}
 
     def prepare(t: Trial) -> None:
+        step = _Steps(t, "prepare")
         since = restored["at"] or time.time()
         pm.wait_online(timeout=600)
+        step("both online")
         pm.wait_started(600)
+        step("all started")
         victim = pm.active()
         survivor = servers[SERVERS[1] if victim == SERVERS[0] else SERVERS[0]]
         drbd.wait_healthy(600, host=survivor)
+        step("DRBD in sync")
         time.sleep(quiet_s)
         t.set(victim=victim, survivor=survivor, since=since)
         t.row.update({"from": victim, "to": survivor.name})

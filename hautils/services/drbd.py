@@ -44,7 +44,8 @@ def parse_proc_drbd(text: str, minor: int = 0) -> DrbdState | None:
     m = re.search(rf"^\s*{minor}: cs:(\S+) ro:(\S+)/(\S+) ds:(\S+)/(\S+) (\S)", text, re.M)
     if not m:
         return None
-    sync = re.search(r"sync'ed:\s*([\d.]+)%", text)
+    nxt = re.search(r"^\s*\d+: cs:", text[m.end():], re.M)  # this minor's lines only
+    sync = re.search(r"sync'ed:\s*([\d.]+)%", text[m.end():m.end() + nxt.start()] if nxt else text[m.end():])
     return DrbdState(cs=m[1], role=m[2], peer_role=m[3], disk=m[4], peer_disk=m[5], protocol=m[6],
                      synced_percent=float(sync[1]) if sync else None, raw=text)
 
@@ -63,6 +64,9 @@ class Drbd:
     dual_primary: bool = False  # the paper's second configuration: unsafe with ext4, shown only
     net: dict[str, str] = field(default_factory=dict)  # extra net options, e.g. {"ping-int": "1"}
     disk_options: dict[str, str] = field(default_factory=dict)  # extra disk options (resync rate)
+    # the protocol in this resource's own net section (global_common.conf left as it is): for
+    # resources side by side with different protocols
+    own_protocol: bool = False
 
     def __post_init__(self) -> None:
         if len(self.hosts) != 2 or len(self.addresses) != 2:
@@ -77,9 +81,17 @@ class Drbd:
 
     def resource(self) -> str:
         nodes = [{"name": h.name, "address": a} for h, a in zip(self.hosts, self.addresses)]
+        net = {"protocol": self.protocol, **self.net} if self.own_protocol else self.net
         return render("drbd-resource.res.j2", name=self.name, device=self.device, disk=self.disk,
-                      dual_primary=self.dual_primary, net=self.net, disk_options=self.disk_options,
+                      dual_primary=self.dual_primary, net=net, disk_options=self.disk_options,
                       nodes=nodes, port=self.port)
+
+    @property
+    def minor(self) -> int:
+        m = re.search(r"(\d+)$", self.device)
+        if not m:
+            raise ValueError(f"DRBD {self.name}: device {self.device!r} does not end in its minor number")
+        return int(m[1])
 
     @property
     def res_path(self) -> str:
@@ -91,7 +103,8 @@ class Drbd:
         ``drbdadm dump`` parses the files as the tools will (and names the file and line of an
         error); ``sh-nop`` also checks the resource against this host's name."""
         for h in self.hosts:
-            h.put("/etc/drbd.d/global_common.conf", self.global_common())
+            if not self.own_protocol:
+                h.put("/etc/drbd.d/global_common.conf", self.global_common())
             h.put(self.res_path, self.resource())
             # sync: a power failure right after must not lose the configuration with the page cache
             h.run(f"drbdadm sh-nop && drbdadm dump {self.name} >/dev/null && sync")
@@ -99,21 +112,28 @@ class Drbd:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def create(self, timeout: float = 600.0) -> float:
+    def create(self, timeout: float = 600.0, initial_sync: bool = True) -> float:
         """create-md + up on both, make the first host primary (overwriting the peer) and wait
-        for the initial sync; returns the sync's duration in seconds."""
+        for the initial sync; returns the sync's duration in seconds.
+
+        ``initial_sync=False`` skips the copy (``new-current-uuid --clear-bitmap``: both sides
+        are declared UpToDate): only for disks known to be identical, such as two fresh, all-zero
+        lab disks; a real pair of disks with different content would diverge silently."""
         self.write_config()
         for h in self.hosts:
             h.run(f"modprobe drbd && (drbdadm down {self.name} 2>/dev/null; true) && "
                   f"drbdadm -- --force create-md {self.name} </dev/null && drbdadm up {self.name}",
                   timeout=120)
         t0 = time.time()
+        if not initial_sync:
+            self.hosts[0].wait_for(f"grep -Eq '^ *{self.minor}: cs:Connected' /proc/drbd", timeout=60, interval=0.2)
+            self.hosts[0].run(f"drbdadm -- --clear-bitmap new-current-uuid {self.name}")
         self.hosts[0].run(f"drbdadm -- --overwrite-data-of-peer primary {self.name}")
         self.wait_healthy(timeout)
         return time.time() - t0
 
     def state(self, host) -> DrbdState | None:
-        return parse_proc_drbd(host.run("cat /proc/drbd").stdout)
+        return parse_proc_drbd(host.run("cat /proc/drbd").stdout, self.minor)
 
     def proc(self, host) -> str:
         return host.run("cat /proc/drbd").stdout
@@ -151,10 +171,7 @@ class Drbd:
         """Bring a returning node (after a power failure) back as secondary and resync it from the
         survivor.  ``discard``: throw away what only this node wrote (a crashed primary's writes
         the peer never got are exactly the lost writes; the survivor's data wins)."""
-        host.run(f"modprobe drbd; drbdadm up {self.name} 2>/dev/null; drbdadm secondary {self.name}; "
-                 f"drbdadm disconnect {self.name} 2>/dev/null; "
-                 f"drbdadm {'-- --discard-my-data ' if discard else ''}connect {self.name}", timeout=120)
-        return self.wait_healthy(timeout, host)
+        return rejoin([self], host, discard, timeout)[0]
 
     def down(self) -> None:
         for h in self.hosts:
@@ -162,3 +179,22 @@ class Drbd:
                 h.run(f"drbdadm down {self.name}", timeout=60)
             except CommandError:
                 pass
+
+
+def rejoin(resources: list[Drbd], host, discard: bool = True, timeout: float = 600.0) -> list[DrbdState]:
+    """:meth:`Drbd.rejoin` for several resources of one host at once: one command brings them
+    all up and connects them, and they resync side by side (in a UML guest every command costs)."""
+    names = " ".join(r.name for r in resources)
+    host.run(f"modprobe drbd; drbdadm up {names} 2>/dev/null; drbdadm secondary {names}; "
+             f"drbdadm disconnect {names} 2>/dev/null; "
+             f"drbdadm {'-- --discard-my-data ' if discard else ''}connect {names}", timeout=120)
+    deadline = time.monotonic() + timeout
+    while True:
+        text = host.run("cat /proc/drbd").stdout
+        states = [parse_proc_drbd(text, r.minor) for r in resources]
+        if all(st and st.healthy for st in states):
+            return states
+        if time.monotonic() > deadline:
+            bad = [r.name for r, st in zip(resources, states) if not (st and st.healthy)]
+            raise TimeoutError(f"DRBD {', '.join(bad)} on {host.name} not in sync after {timeout:.0f} s:\n{text}")
+        time.sleep(0.5)

@@ -322,8 +322,9 @@ def test_power_failure_right_after_up_keeps_the_host_key():
         a = quick["alpha"]
         key = (quick.workdir / "known_hosts").read_text()
         quick.power_off("alpha")
-        quick.power_on("alpha", timeout=60)
-        assert a.run("hostname").stdout.strip() == "alpha"
+        quick.power_on("alpha", wait=False)
+        quick.wait_booted("alpha", timeout=60)
+        assert [r.stdout.strip() for r in quick.run_all(["alpha", quick["beta"]], "hostname")] == ["alpha", "beta"]
         assert (quick.workdir / "known_hosts").read_text() == key
     finally:
         quick.down()
