@@ -12,7 +12,8 @@ Reads, in DIR (default artifacts/timings):
 
 Prints one row per notebook and per test file (slowest first within a step), one row per step
 (its tests' time, its wall-clock time, its exit status) and one for the whole run, flags a
-notebook over its budget (600 s) and a run over its budget (3600 s), and writes the same table
+notebook or a chapter (its pages together) over its budget (600 s) and a run over its budget
+(3600 s), and writes the same table
 as Markdown to DIR/summary.md. A missing or unreadable file is reported in the table, never
 raised. Standard library only, so it runs even when setup failed before .venv existed; it
 always exits 0 (it reports, CI's exit status is decided elsewhere).
@@ -23,6 +24,7 @@ Usage: python3 scripts/ci_times.py [DIR] [--markdown FILE] [--notebook-budget S]
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -183,6 +185,18 @@ def secs(t: float | None) -> str:
     return "" if t is None else f"{t:.1f}"
 
 
+def chapters(items) -> dict[str, list[Item]]:
+    """The chapter notebooks grouped by chapter number: ``chapters/02-storage.ipynb`` and
+    ``chapters/02b-storage-tuned.ipynb`` are two pages of chapter 02, whose budget is one
+    chapter's (a chapter continued on a second page does not get twice the time)."""
+    out: dict[str, list[Item]] = {}
+    for item in items:
+        m = re.match(r"chapters/(\d+)[a-z]?-", item.name)
+        if item.is_notebook and m:
+            out.setdefault(m[1], []).append(item)
+    return out
+
+
 def item_note(item: Item, notebook_budget: float) -> str:
     notes = []
     if item.is_notebook and item.time > notebook_budget:
@@ -219,6 +233,16 @@ def build(steps: list[Step], notebook_budget: float = NOTEBOOK_BUDGET_S,
             if item.is_notebook and item.time > notebook_budget:
                 flags.append(f"notebook {item.name} took {item.time:.1f} s, over its budget of "
                              f"{notebook_budget:g} s")
+        for chapter, pages in chapters(step.items.values()).items():
+            if len(pages) < 2:
+                continue  # a one-page chapter is its notebook's row
+            total = sum(p.time for p in pages)
+            over = total > notebook_budget
+            rows.append([step.name, f"chapter {chapter} ({len(pages)} pages)", str(sum(p.tests for p in pages)),
+                         secs(total), "", f"OVER BUDGET ({notebook_budget:g} s)" if over else ""])
+            if over:
+                flags.append(f"chapter {chapter} ({', '.join(p.name for p in pages)}) took {total:.1f} s, "
+                             f"over a chapter's budget of {notebook_budget:g} s")
         has_tests = bool(step.items) or (step.name in TEST_STEPS and step.status != "not-run")
         rows.append([step.name, "(step total)", str(step.tests) if has_tests else "",
                      secs(step.time) if has_tests else "", secs(step.wall), step_note(step)])

@@ -196,6 +196,26 @@ def test_notebook_over_budget_is_flagged(tmp_path, capsys):
     assert "- **FLAG**: notebook chapters/02-storage.ipynb took 600.5 s" in md
 
 
+def test_a_chapter_on_two_pages_has_one_chapters_budget(tmp_path, capsys):
+    junit(tmp_path / "nbval.xml",
+          nbval_cells("chapters/02-storage.ipynb", [300.0])             # each page within,
+          + nbval_cells("chapters/02b-storage-tuned.ipynb", [350.0])    # together 650 s: over
+          + nbval_cells("chapters/01-availability.ipynb", [90.0])
+          + nbval_cells("chapters/03-networking.ipynb", [200.0, 100.0])
+          + nbval_cells("chapters/03b-routing.ipynb", [250.0]))         # chapter 03: 550 s, within
+    steps_log(tmp_path / "steps.tsv", [("nbval", 0.0, 1300.0, 0)])
+    out = run(tmp_path, capsys)
+
+    assert "OVER BUDGET" not in row(out, "nbval", "chapters/02-storage.ipynb")
+    assert "650.0" in row(out, "nbval", "chapter 02 (2 pages)")
+    assert "OVER BUDGET (600 s)" in row(out, "nbval", "chapter 02 (2 pages)")
+    assert "OVER BUDGET" not in row(out, "nbval", "chapter 03 (2 pages)")
+    assert "chapter 01" not in out  # one page: its notebook's row says it all
+    flags = [l for l in out.splitlines() if l.startswith("FLAG:")]
+    assert flags == ["FLAG: chapter 02 (chapters/02-storage.ipynb, chapters/02b-storage-tuned.ipynb) took "
+                     "650.0 s, over a chapter's budget of 600 s"]
+
+
 def test_budgets_are_options(tmp_path, capsys):
     junit(tmp_path / "nbval.xml", nbval_cells("chapters/00-labs.ipynb", [20.0]))
     out = run(tmp_path, capsys, "--notebook-budget", "10", "--run-budget", "15")

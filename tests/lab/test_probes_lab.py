@@ -179,6 +179,24 @@ def test_power_off_is_an_outage_of_plausible_length(lab):
         assert report[kind].recover_s >= icmp.recover_s - 0.5, (kind, report[kind], icmp)
 
 
+def test_write_probe_with_fdatasync_loses_no_acknowledged_write_at_power_off(lab):
+    """The database way (chapter 2's write-back test): write() into the page cache, then
+    fdatasync(); an acknowledged record must be on the disk after a power failure."""
+    server = lab["server"]
+    p = probes.write(server, "/var/tmp/fdatasync.dat", hz=50, sync="fdatasync")
+    p.start()
+    assert p.header["direct"] is False and p.header["sync"] == "write+fdatasync", p.header
+    time.sleep(2.0)
+    lab.power_off("server")
+    lab.power_on("server")
+    df = p.log()
+    acked = df[df["ok"]]
+    assert len(acked) >= 50, len(acked)
+    found = p.verify()
+    loss = analysis.lost_writes(df, found["present"], found["corrupt"])
+    assert loss.acked == len(acked) and loss.lost_acked == 0, loss
+
+
 def test_write_probe_loses_no_acknowledged_write_at_power_off(lab):
     server = lab["server"]
     p = probes.write(server, "/dev/ubdb", hz=50, direct="yes")
