@@ -97,6 +97,24 @@ def test_drbd_resources_side_by_side_carry_their_own_protocol():
         _ = Drbd(hosts, a.addresses, device="/dev/drbd").minor
 
 
+def test_waiting_for_several_resources_names_the_ones_not_in_sync():
+    from hautils.services.drbd import wait_healthy
+
+    class Host:
+        name = "iscsi-server0"
+
+        def run(self, cmd):
+            return type("R", (), {"stdout": PROC_DRBD_MANY})()
+
+    hosts = [FakeHost("iscsi-server0"), FakeHost("iscsi-server1")]
+    r0 = Drbd(hosts, ["a", "b"])
+    pa = Drbd(hosts, ["a", "b"], name="proto-a", device="/dev/drbd1")
+    pb = Drbd(hosts, ["a", "b"], name="proto-b", device="/dev/drbd2")
+    assert wait_healthy([r0], Host(), timeout=0)[0].cs == "Connected"
+    with pytest.raises(TimeoutError, match=r"DRBD proto-a, proto-b on iscsi-server0 not in sync"):
+        wait_healthy([r0, pa, pb], Host(), timeout=0)
+
+
 def test_drbd_renders_the_papers_resource():
     d = Drbd([FakeHost("iscsi-server0"), FakeHost("iscsi-server1")], ["192.168.103.99", "192.168.103.91"],
              net={"ping-int": "1"})

@@ -140,16 +140,7 @@ class Drbd:
 
     def wait_healthy(self, timeout: float = 600.0, host=None) -> DrbdState:
         """Wait until both sides are Connected and UpToDate (a sync has finished)."""
-        h = host or self.hosts[0]
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.state(h)
-            if st and st.healthy:
-                return st
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"DRBD {self.name} on {h.name} not in sync after {timeout:.0f} s: "
-                                   f"{st.raw if st else 'not configured'}")
-            time.sleep(0.5)
+        return wait_healthy([self], host or self.hosts[0], timeout)[0]
 
     def primary(self, host, force: bool = False) -> None:
         host.run(f"drbdadm {'-- --force ' if force else ''}primary {self.name}", timeout=60)
@@ -188,6 +179,12 @@ def rejoin(resources: list[Drbd], host, discard: bool = True, timeout: float = 6
     host.run(f"modprobe drbd; drbdadm up {names} 2>/dev/null; drbdadm secondary {names}; "
              f"drbdadm disconnect {names} 2>/dev/null; "
              f"drbdadm {'-- --discard-my-data ' if discard else ''}connect {names}", timeout=120)
+    return wait_healthy(resources, host, timeout)
+
+
+def wait_healthy(resources: list[Drbd], host, timeout: float = 600.0) -> list[DrbdState]:
+    """Wait until every resource is Connected and UpToDate on both sides, as ``host`` sees it
+    (one read of /proc/drbd per poll for all of them)."""
     deadline = time.monotonic() + timeout
     while True:
         text = host.run("cat /proc/drbd").stdout
@@ -196,5 +193,6 @@ def rejoin(resources: list[Drbd], host, discard: bool = True, timeout: float = 6
             return states
         if time.monotonic() > deadline:
             bad = [r.name for r, st in zip(resources, states) if not (st and st.healthy)]
-            raise TimeoutError(f"DRBD {', '.join(bad)} on {host.name} not in sync after {timeout:.0f} s:\n{text}")
+            raise TimeoutError(f"DRBD {', '.join(bad)} on {host.name} not in sync after {timeout:.0f} s "
+                               f"(not configured, or not Connected and UpToDate on both sides):\n{text}")
         time.sleep(0.5)

@@ -123,6 +123,17 @@ def test_partition_and_heal(lab):
         lab.partition(["alpha"], ["gamma"])
 
 
+def test_cpu_seconds_counts_what_a_vm_burns_on_the_machine(lab):
+    """Lab.cpu_seconds (chapter 1's probe cost) sees a busy guest and an idle one apart."""
+    c0 = lab.cpu_seconds("beta")
+    time.sleep(2)
+    idle = lab.cpu_seconds("beta") - c0
+    c0 = lab.cpu_seconds("alpha")
+    lab["alpha"].run("timeout 2 sh -c 'while :; do :; done'; true", timeout=30)
+    busy = lab.cpu_seconds("alpha") - c0
+    assert idle < 0.2 and busy > 1.0, (idle, busy)
+
+
 def test_power_off_and_on_keeps_disks_and_host_key(lab):
     b_spec = lab.topology.hosts["alpha"]
     a = lab["alpha"]
