@@ -1,0 +1,321 @@
+"""Chapter 3's FRR files say what the paper's Quagga files said (section 3.3.2), for every
+router of labs/routing.yaml: no VM, no vtysh (the lab checks the files with ``vtysh -C``).
+
+The expected values below are typed from the paper (Figure 3.3, the ospfd.conf listings), not
+computed from the topology, so a wrong topology or a wrong generator both fail."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from hautils import topology
+from hautils.errors import CommandError
+from hautils.services import frr as frr_mod
+from hautils.services import render
+from hautils.services.frr import CONF, DAEMONS, OPTIONAL_DAEMONS, Frr
+from hautils.ssh import Result
+
+ROUTING = Path(__file__).resolve().parents[1] / "labs" / "routing.yaml"
+
+PAPER_LINES = ["ip ospf authentication null", "ip ospf hello-interval 1",
+               "ip ospf dead-interval minimal hello-multiplier 5"]
+
+# Figure 3.3 and the paper's listings: router-id (eth0 address), OSPF interfaces with their
+# descriptions (host names in lowercase, as the lab spells them), networks in OSPF
+PAPER = {
+    "router1": ("192.168.103.80", {"eth1": "link to host1", "eth2": "link to patha", "eth3": "link to pathb"},
+                {"10.10.10.0/24", "10.10.11.0/24", "10.10.13.0/24"}),
+    "patha": ("192.168.103.92", {"eth1": "link to router1", "eth2": "link to router2"},
+              {"10.10.11.0/24", "10.10.12.0/24"}),
+    "pathb": ("192.168.103.98", {"eth1": "link to router1", "eth2": "link to router2"},
+              {"10.10.13.0/24", "10.10.14.0/24"}),
+    "router2": ("192.168.103.99", {"eth1": "link to patha", "eth2": "link to pathb", "eth3": "link to host2"},
+                {"10.10.12.0/24", "10.10.14.0/24", "10.10.15.0/24"}),
+}
+
+
+@pytest.fixture(scope="module")
+def topo():
+    return topology.load(ROUTING, check_memory=False)
+
+
+def blocks(conf: str) -> dict[str, list[str]]:
+    """frr.conf as {node line: its body lines}, comments dropped; top-level commands under ""."""
+    out: dict[str, list[str]] = {"": []}
+    node = None
+    for line in conf.splitlines():
+        if not line.strip() or line.lstrip().startswith("!"):
+            continue
+        if node is None:
+            if line.startswith(" "):
+                raise AssertionError(f"indented line outside a node: {line!r}")
+            if line.startswith(("interface ", "router ospf", "bfd")):
+                node = line
+                assert node not in out, f"{node!r} twice"
+                out[node] = []
+            else:
+                out[""].append(line)
+        elif line == "exit":
+            node = None
+        else:
+            assert line.startswith(" "), f"unindented {line!r} inside {node!r}: a missing exit"
+            out[node].append(line.strip())
+    assert node is None, f"{node!r} is never closed with exit"
+    return out
+
+
+def ospf_ifaces(b: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {k.split()[1]: v for k, v in b.items() if k.startswith("interface ") and any("ip ospf" in x for x in v)}
+
+
+# -- the paper's settings --------------------------------------------------------------------------
+
+def test_the_routers_are_the_papers_four(topo):
+    assert Frr(topo).routers == ["router1", "patha", "pathb", "router2"]
+
+
+@pytest.mark.parametrize("router", list(PAPER))
+def test_every_ospf_interface_has_the_papers_timers_and_description(topo, router):
+    _, descriptions, _ = PAPER[router]
+    b = blocks(Frr(topo).config(router))
+    ospf = ospf_ifaces(b)
+    assert set(ospf) == set(descriptions), f"{router}: OSPF on {sorted(ospf)}, the paper on {sorted(descriptions)}"
+    for iface, body in ospf.items():
+        for line in PAPER_LINES:
+            assert body.count(line) == 1, f"{router} {iface}: {line!r} missing or repeated in {body}"
+        assert f"description {descriptions[iface]}" in body
+        assert "link-detect" in body and "ipv6 nd suppress-ra" in body  # the paper's zebra.conf
+        assert not any("bfd" in x for x in body)
+    # eth0 (br0, the paper's Internet side) speaks no OSPF
+    assert not any("ip ospf" in x for x in b["interface eth0"])
+
+
+@pytest.mark.parametrize("router", list(PAPER))
+def test_router_id_is_the_eth0_address(topo, router):
+    router_id, _, _ = PAPER[router]
+    ospf = blocks(Frr(topo).config(router))["router ospf"]
+    assert ospf.count(f"ospf router-id {router_id}") == 1
+    eth0 = next(l for l in topo.hosts[router].links if l.iface == "eth0")
+    assert str(eth0.address.ip) == router_id  # the topology agrees with the paper
+    assert "redistribute connected" in ospf
+
+
+@pytest.mark.parametrize("router", list(PAPER))
+def test_one_network_statement_per_connected_10_10_network_and_none_for_br0(topo, router):
+    _, _, nets = PAPER[router]
+    conf = Frr(topo).config(router)
+    ospf = blocks(conf)["router ospf"]
+    statements = [x for x in ospf if x.startswith("network ")]
+    assert sorted(statements) == sorted(f"network {n} area 0" for n in nets)  # one each, no duplicates
+    # br0 stays out of OSPF, as in the paper: it arrives as an external route (redistribute connected)
+    assert "192.168.103.0" not in " ".join(statements)
+    assert not any(x.startswith("network") for x in blocks(conf)[""])  # only inside router ospf
+
+
+def test_global_lines_and_hostname(topo):
+    top = blocks(Frr(topo).config("pathb"))[""]
+    assert "hostname pathb" in top and "ip forwarding" in top  # vtysh.conf's and zebra.conf's
+    assert "log syslog informational" in top
+
+
+def test_comment_header_names_hautils_chapter_and_paper_section(topo):
+    f = Frr(topo)
+    for router in f.routers:
+        conf, daemons = f.config(router), f.daemons(router)
+        head = "\n".join(conf.splitlines()[:3])
+        assert conf.startswith(f"! {CONF} of {router}") and "written by hautils (chapter 3)" in head
+        assert "section 3.3.2" in head
+        dhead = "\n".join(daemons.splitlines()[:3])
+        assert daemons.startswith(f"# {DAEMONS} of {router}") and "written by hautils (chapter 3)" in dhead
+        assert "section 3.3.2" in dhead
+
+
+def test_config_follows_the_topology_not_a_copy_of_it():
+    data = yaml.safe_load(ROUTING.read_text())
+    data = copy.deepcopy(data)
+    data["networks"].append({"name": "br16", "subnet": "10.10.16.0/24"})
+    r1 = next(h for h in data["hosts"] if h["name"] == "router1")
+    r1["links"].append({"iface": "eth4", "network": "br16", "address": "10.10.16.1/24"})
+    r1["links"][0]["address"] = "192.168.103.70/24"
+    b = blocks(Frr(topology.parse(data, check_memory=False)).config("router1"))
+    assert "network 10.10.16.0/24 area 0" in b["router ospf"]
+    assert "ospf router-id 192.168.103.70" in b["router ospf"]
+    assert all(line in b["interface eth4"] for line in PAPER_LINES)
+    assert not any(x.startswith("description") for x in b["interface eth4"])  # nobody else on br16
+
+
+# -- daemons ---------------------------------------------------------------------------------------
+
+def daemon_lines(text: str) -> dict[str, str]:
+    return dict(l.split("=", 1) for l in text.splitlines() if l and not l.startswith("#"))
+
+
+@pytest.mark.parametrize("bfd", [False, True])
+def test_daemons_file(topo, bfd):
+    d = daemon_lines(Frr(topo, bfd=bfd).daemons("router2"))
+    assert d["ospfd"] == "yes"
+    assert d["bfdd"] == ("yes" if bfd else "no")
+    for name in OPTIONAL_DAEMONS:
+        if name not in ("ospfd", "bfdd"):
+            assert d[name] == "no", name
+    assert "zebra" not in d  # always on in FRR; "zebra=no" would read as if it were off
+    assert d["vtysh_enable"] == "yes"
+    assert "-A 127.0.0.1" in d["ospfd_options"] and "-A 127.0.0.1" in d["zebra_options"]
+    assert ("bfdd_options" in d) == bfd
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("router", list(PAPER))
+def test_bfd_only_when_asked(topo, router):
+    plain = Frr(topo).config(router)
+    assert "bfd" not in plain.replace("bfdd", "")  # neither the node nor an interface line
+    f = Frr(topo, bfd=True, bfd_profile="lab", bfd_receive_ms=100, bfd_transmit_ms=150, bfd_detect_multiplier=4)
+    b = blocks(f.config(router))
+    ospf = ospf_ifaces(b)
+    for iface, body in ospf.items():
+        assert body.count("ip ospf bfd profile lab") == 1, iface
+        assert all(line in body for line in PAPER_LINES)  # BFD adds to the paper's timers
+    assert not any("bfd" in x for x in b["interface eth0"])
+    assert b["bfd"] == ["profile lab", "receive-interval 100", "transmit-interval 150", "detect-multiplier 4",
+                        "exit"]
+
+
+def test_plain_dead_interval(topo):
+    b = blocks(Frr(topo, dead_interval=4).config("router1"))
+    for iface, body in ospf_ifaces(b).items():
+        assert "ip ospf dead-interval 4" in body and "ip ospf hello-interval 1" in body
+        assert not any("minimal" in x for x in body)
+    b = blocks(Frr(topo, hello_interval=2, dead_interval=8).config("router1"))
+    assert "ip ospf hello-interval 2" in b["interface eth2"] and "ip ospf dead-interval 8" in b["interface eth2"]
+    assert "ip ospf dead-interval minimal hello-multiplier 10" in \
+        blocks(Frr(topo, hello_multiplier=10).config("patha"))["interface eth1"]
+
+
+def test_max_metric_on_startup(topo):
+    assert "max-metric" not in Frr(topo).config("patha")
+    ospf = blocks(Frr(topo, max_metric_on_startup=30).config("patha"))["router ospf"]
+    assert "max-metric router-lsa on-startup 30" in ospf
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"hello_multiplier": 1}, "hello_multiplier=1"),
+    ({"hello_multiplier": 21}, "hello_multiplier=21"),
+    ({"dead_interval": 1}, "dead_interval=1 must be longer than hello_interval=1"),
+    ({"hello_interval": 0}, "hello_interval=0"),
+    ({"max_metric_on_startup": 4}, "max_metric_on_startup=4"),
+    ({"bfd": True, "bfd_profile": "two words"}, "bfd_profile='two words'"),
+    ({"bfd": True, "bfd_receive_ms": 5}, "bfd_receive_ms=5"),
+    ({"bfd": True, "bfd_detect_multiplier": 0}, "bfd_detect_multiplier=0"),
+    ({"area": "backbone"}, "area='backbone'"),
+])
+def test_bad_options_are_refused_naming_the_field(topo, kw, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        Frr(topo, **kw)
+
+
+# -- refusals and templates ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host", ["host1", "host2"])
+def test_a_non_router_is_refused_by_name(topo, host):
+    f = Frr(topo)
+    for method in (f.config, f.daemons):
+        with pytest.raises(ValueError, match=rf"host '{host}' has role 'end-host', not 'router'") as e:
+            method(host)
+        assert "labs/routing.yaml" in str(e.value) and "router1, patha, pathb, router2" in str(e.value)
+    with pytest.raises(ValueError, match="no host named 'router3'"):
+        f.config("router3")
+
+
+def test_a_router_without_eth0_address_is_refused_naming_it():
+    data = yaml.safe_load(ROUTING.read_text())
+    pathb = next(h for h in data["hosts"] if h["name"] == "pathb")
+    pathb["links"][0].pop("address")
+    with pytest.raises(ValueError, match="host 'pathb' field 'links': no address on eth0"):
+        Frr(topology.parse(data, source="labs/routing.yaml", check_memory=False))
+
+
+def captured(monkeypatch, call) -> tuple[str, dict]:
+    seen = {}
+
+    def spy(template, **values):
+        seen["template"], seen["values"] = template, values
+        return render(template, **values)
+
+    monkeypatch.setattr(frr_mod, "render", spy)
+    call()
+    return seen["template"], seen["values"]
+
+
+@pytest.mark.parametrize("which", ["config", "daemons"])
+def test_a_missing_template_variable_is_an_error(topo, monkeypatch, which):
+    # every option on, so that every variable of the template is reached
+    f = Frr(topo, bfd=True, max_metric_on_startup=30)
+    template, values = captured(monkeypatch, lambda: getattr(f, which)("router1"))
+    assert render(template, **values)  # complete: renders
+    for key in values:
+        partial = {k: v for k, v in values.items() if k != key}
+        with pytest.raises(jinja2.UndefinedError, match=rf"'{key}' is undefined"):
+            render(template, **partial)
+
+
+# -- life cycle with a fake host -------------------------------------------------------------------
+
+class FakeHost:
+    """Records what install/start would do over SSH; ``vtysh`` is what ``vtysh -C`` answers."""
+
+    def __init__(self, name, vtysh=(0, "", "")):
+        self.name, self.vtysh = name, vtysh
+        self.puts: list[tuple[str, str, int]] = []
+        self.runs: list[str] = []
+
+    def put(self, path, data, mode=0o644):
+        self.puts.append((path, data, mode))
+
+    def run(self, command, check=True, timeout=60.0):
+        self.runs.append(command)
+        status, out, err = self.vtysh if command.startswith("vtysh -C") else (0, "", "")
+        if "EPOCHREALTIME" in command:
+            out = "1733300000,250000\n"
+        if check and status:
+            raise CommandError(self.name, command, status, out, err)
+        return Result(self.name, command, status, out, err, 0.0)
+
+
+def test_install_writes_both_files_then_checks_with_vtysh(topo):
+    f, h = Frr(topo, bfd=True), FakeHost("patha")
+    f.install(h)
+    assert h.puts == [(DAEMONS, f.daemons("patha"), 0o640), (CONF, f.config("patha"), 0o640)]
+    assert h.runs == [f"chown frr:frr {DAEMONS} {CONF}", "vtysh -C -f /etc/frr/frr.conf"]
+
+
+@pytest.mark.parametrize("answer", [
+    (1, "", "line 14: % Unknown command: ip ospf bfd profile fast"),
+    (0, "line 14: % Unknown command: ip ospf bfd profile fast", ""),  # an error without an exit status
+])
+def test_install_raises_with_host_file_and_vtysh_message(topo, answer):
+    h = FakeHost("router2", vtysh=answer)
+    with pytest.raises(CommandError) as e:
+        Frr(topo).install(h)
+    msg = str(e.value)
+    assert "router2" in msg and CONF in msg and "line 14: % Unknown command: ip ospf bfd profile fast" in msg
+    assert e.value.host == "router2" and e.value.command == "vtysh -C -f /etc/frr/frr.conf"
+
+
+def test_install_on_a_non_router_writes_nothing(topo):
+    h = FakeHost("host1")
+    with pytest.raises(ValueError, match="host 'host1'"):
+        Frr(topo).install(h)
+    assert h.puts == [] and h.runs == []
+
+
+def test_start_restarts_frr_and_stop_reads_the_guest_clock(topo):
+    f, h = Frr(topo), FakeHost("pathb")
+    assert f.start(h) >= 0 and h.runs == ["systemctl restart frr"]
+    assert f.stop(h) == pytest.approx(1733300000.25)
+    assert h.runs[-1] == "echo $EPOCHREALTIME; systemctl stop frr"
