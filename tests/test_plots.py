@@ -491,7 +491,7 @@ def _link_labels(fig):
     return [a for a in fig.layout.annotations if a.font.size == 10 and not a.text.startswith("virtual IP")]
 
 
-@pytest.mark.parametrize("path", ["routing", "storage", "cluster", "sip", "availability",
+@pytest.mark.parametrize("path", ["routing", "storage", "cluster", "sip", "availability", "bonding", "gateway",
                                   "figures/multipath", "figures/network-redundancy"])
 def test_topology_labels_do_not_collide(path):
     """Link labels sit on their own link, above the networks, and no two overlap (at the
