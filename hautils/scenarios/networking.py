@@ -1,0 +1,508 @@
+"""Chapter 3's failure scenarios, one per level of network redundancy (the paper's section 3.1).
+
+Each function returns an :class:`~hautils.experiment.Experiment`; ``.run(trials)`` repeats it::
+
+    pull = networking.bond_cable_pull(lab, "bonded", bond, "192.168.1.20").run(trials)
+    vrrp = networking.vrrp_power_failure(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=ka).run(trials)
+    seq = networking.ospf_sequence(lab, frr, first=networking.flow_path(lab)["out"])
+    stop_a = seq["ospf-stop-pathA"].run(trials)
+
+Every probe is ICMP echo at 100 Hz (``hz=1`` gives the paper's ``ping``).  A UML guest's
+``ping -i 0.01`` really sends every 11-29 ms and slows while replies are missing, so nothing
+here multiplies lost probes by the interval: the downtime runs from the last reply before the
+gap to the first reply after it, from the replies' timestamps (:mod:`hautils.analysis`).  An
+ICMP probe that times out (1 s) is a failure already, so ``stall_s`` is off.
+
+What "recovered" means differs per level, and is written here once:
+
+* link (bonding): the peer answers again; then the cable goes back in and the bond is back on
+  its primary slave with every link up;
+* gateway (VRRP): the client reaches the server again; then the old master boots, and the pair
+  settles with the master the configuration expects (the old one with preempt, the survivor
+  with nopreempt);
+* routing (OSPF): the routers at both ends of the flow route without (or again with) the
+  router that failed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .. import probes
+from ..experiment import Experiment, Trial
+from ..services.bonding import PRIMARY_MODES, Bond
+from ..services.keepalived import VRRP_MARKS, holders, wait_master
+
+__all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "ospf_event", "ospf_sequence",
+           "ospf_marks", "flow_path", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
+           "VRRP_MARKS"]
+
+# -- link level: a pulled cable under a bond ------------------------------------------------------
+
+
+def bond_marks(bond: str = "bond0", iface: str = "eth0") -> dict[str, str]:
+    """The bonding driver's kernel messages (drivers/net/bonding/bond_main.c, Linux 6.1) that end
+    the phases of a failover: the link monitor gives up on the pulled slave, then another slave
+    becomes the active one.  E.g. ``bond0: (slave eth0): link status definitely down, disabling
+    slave`` and ``bond0: (slave eth1): making interface the new active one``."""
+    b, i = re.escape(bond), re.escape(iface)
+    return {"link monitor gives up": rf"{b}: \(slave {i}\): link status definitely down",
+            "new active slave": rf"{b}: \(slave \S+\): making interface the new active one"}
+
+
+def _names(lab) -> list[str]:
+    return list(lab.topology.hosts)
+
+
+def _host(lab, name: str, what: str) -> str:
+    """The topology's spelling of host ``name`` (case-insensitive, as ``Lab.resolve``)."""
+    match = [h for h in _names(lab) if h.lower() == str(name).lower()]
+    if not match:
+        raise ValueError(f"{what}={name!r}: no such host in lab {lab.topology.name!r}; "
+                         f"hosts: {', '.join(_names(lab))}")
+    return match[0]
+
+
+def _ipv4(value: str, what: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise ValueError(f"{what}={value!r}: an IPv4 address") from None
+
+
+def _positive(value: Any, what: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{what}={value!r}: a positive number")
+
+
+def _report(lab, hosts: Sequence[str], commands: Sequence[str]) -> str:
+    out = []
+    for name in hosts:
+        for cmd in commands:
+            try:
+                r = lab[name].run(cmd, check=False, timeout=30)
+                text = (r.stdout + r.stderr).rstrip()
+            except Exception as e:  # noqa: BLE001 - a powered-off host says so
+                text = f"({type(e).__name__}: {e})"
+            out.append(f"### {name}: {cmd}\n{text}")
+    return "\n".join(out)
+
+
+def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None = None, *, hz: float = 100,
+                    probe_host: str | None = None, target: str | None = None,
+                    replug_after_s: float | None = None, outage: bool = True,
+                    settle: Sequence[tuple[str, Bond]] = (), before_s: float = 2, after_s: float = 2,
+                    timeout_s: float = 60, settle_timeout_s: float = 60, label: str | None = None,
+                    sleep: Callable[[float], None] = time.sleep) -> Experiment:
+    """Pull the cable of ``iface`` (default: the bond's primary, else its first slave) on the
+    bonded ``host`` while ICMP echoes go to the peer (``peer_ip``) at ``hz``; then plug it back
+    and wait until the bond is on its primary again with every link up.
+
+    ``probe_host``/``target``: probe from elsewhere (e.g. from the peer to the bond's address).
+    ``replug_after_s``: plug the cable back that many seconds after the pull, before waiting for
+    the peer: for a link monitor that never notices the pull (``miimon`` on UML NICs, which
+    always report carrier), whose outage then lasts until the cable is back.  ``outage=False``:
+    a mode that loses nothing when one link goes (broadcast): no recovery to wait for.
+    ``settle``: more ``(host, Bond)`` pairs to wait for before the next trial, such as the LACP
+    partner's bond on the peer.
+
+    Row: ``mode``, ``monitor``, ``active before``, ``active after``, ``monitor noticed`` (the
+    pulled slave's link failure count rose), ``downtime_s``, ``lost_probes``, ``stalls_s`` and
+    the phases from the kernel log (:func:`bond_marks`)."""
+    if not isinstance(bond, Bond):
+        raise TypeError(f"bond={bond!r}: a hautils.services.bonding.Bond (the one applied on {host})")
+    host = _host(lab, host, "host")
+    iface = iface or bond.primary or bond.slaves[0]
+    if iface not in bond.slaves:
+        raise ValueError(f"iface={iface!r} is not a slave of {bond.name} ({', '.join(bond.slaves)})")
+    nics = [l.iface for l in lab.topology.hosts[host].links]
+    if iface not in nics:
+        raise ValueError(f"iface={iface!r}: host {host} has no such NIC in the topology ({', '.join(nics)}): "
+                         "there is no cable to pull")
+    peer_ip = _ipv4(peer_ip, "peer_ip")
+    probe_host = _host(lab, probe_host, "probe_host") if probe_host is not None else host
+    if probe_host != host and target is None:
+        raise ValueError(f"probe_host={probe_host!r} needs target= (the bond's address, as seen from there)")
+    target = _ipv4(target, "target") if target is not None else peer_ip
+    _positive(hz, "hz")
+    _positive(replug_after_s, "replug_after_s", allow_none=True)
+    if replug_after_s is not None and not outage:
+        raise ValueError("replug_after_s is for a pull that causes an outage; outage=False expects none")
+    settle = [(_host(lab, h, "settle"), b) for h, b in settle]
+    if not all(isinstance(b, Bond) for _, b in settle):
+        raise TypeError("settle: (host, Bond) pairs")
+    monitor = (f"miimon {bond.miimon} ms" if bond.miimon is not None
+               else f"arp_interval {bond.arp_interval} ms, arp_validate {bond.arp_validate or 'none'}")
+    name = label or f"{bond.mode} cable pull ({monitor.split(',')[0]})"
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
+
+    def prepare(t: Trial) -> None:
+        h = lab[host]
+        st = bond.state(h)
+        if outage and bond.number in PRIMARY_MODES and st.active != iface:
+            raise RuntimeError(f"{bond.name} on {host}: the active slave is {st.active}, not {iface}: pulling "
+                               f"{iface} would interrupt nothing (pass iface={st.active!r}, or let the bond "
+                               "settle on its primary first)")
+        t.set(before=st, replugged=False)
+        t.row.update({"mode": bond.mode, "monitor": monitor, "pulled": iface, "active before": st.active})
+
+    def recovered(t: Trial) -> None:
+        if replug_after_s is not None:
+            sleep(replug_after_s)
+            t.event(lab.cable_plug(host, iface), "hautils: cable plugged back")
+            t.replugged = True
+        if outage:
+            t.probe.wait_recovered(t.fault_time, timeout=timeout_s, max_latency=0.5)
+
+    def during(t: Trial) -> None:
+        st = bond.state(lab[host])
+        before = t.before.slaves.get(iface)
+        after = st.slaves.get(iface)
+        t.row["active after"] = st.active
+        t.row["monitor noticed"] = bool(before and after and after.link_failure_count > before.link_failure_count)
+
+    def restore(t: Trial) -> None:
+        if not t.replugged:
+            lab.cable_plug(host, iface)
+        bond.wait_settled(lab[host], timeout=settle_timeout_s)
+        for other, b in settle:
+            b.wait_settled(lab[other], timeout=settle_timeout_s)
+
+    def diagnose(t: Trial, exc: BaseException) -> str:
+        since = (t.fault_time or time.time()) - 5
+        return _report(lab, [host], [f"cat /proc/net/bonding/{bond.name}",
+                                     f"journalctl -k -o short-precise --no-pager --since=@{since:.3f} | tail -n 40",
+                                     "ip -s -o link show"])
+
+    return Experiment(
+        name, prepare=prepare,
+        probe=lambda t: probes.icmp(lab[probe_host], target, hz=hz, name=f"{slug}-{t.index}"),
+        fault=lambda t: lab.cable_pull(host, iface), recovered=recovered if outage or replug_after_s else None,
+        during=during, restore=restore, marks=bond_marks(bond.name, iface), journals=lambda t: [lab[host]],
+        final_phase="peer answers again", diagnose=diagnose, before_s=before_s, after_s=after_s,
+        timeout_s=timeout_s, stall_s=None)
+
+
+# -- gateway level: the VRRP master loses power ---------------------------------------------------
+
+
+def vrrp_power_failure(lab, routers: Sequence[str], client: str, target_ip: str, *, vrrp=None,
+                       vips: Sequence[str] | None = None, preempt: bool | None = None,
+                       services: Sequence[str] | None = None, after_boot: Callable[[Any], Any] | None = None,
+                       hz: float = 100, before_s: float = 2, after_s: float = 2, timeout_s: float = 60,
+                       settle_timeout_s: float = 300, label: str | None = None) -> Experiment:
+    """Cut the power of the VRRP master (the router holding the virtual addresses) while
+    ``client`` pings ``target_ip`` (a host behind the gateway) at ``hz``; then boot it again and
+    wait until the pair has settled: the old master holds the addresses again with preempt, the
+    survivor keeps them with nopreempt.
+
+    ``vrrp``: the :class:`~hautils.services.keepalived.Keepalived` in use (its addresses, its
+    preempt setting, its failover bound); without it give ``vips`` (default: every virtual IP of
+    the topology) and ``preempt``.  ``services``: the units to (re)start on the returning router
+    once it boots, in order (default: keepalived, after conntrackd when the notify scripts drive
+    conntrackd); they are enabled, so this only makes sure.  ``after_boot(host)``: anything else
+    the returning router needs that a reboot loses (the NAT rules load at boot by themselves,
+    :class:`~hautils.services.keepalived.Nat`).
+
+    Row: ``from``, ``to``, ``advert_int`` and ``bound (s)`` (RFC 5798's master down interval)
+    with ``vrrp``, ``downtime_s``, ``lost_probes``, ``stalls_s`` and the phases from the
+    survivor's keepalived log (:data:`~hautils.services.keepalived.VRRP_MARKS`)."""
+    routers = [_host(lab, r, "routers") for r in routers]
+    if len(routers) != 2 or routers[0] == routers[1]:
+        raise ValueError(f"routers={routers!r}: the two routers of the VRRP pair")
+    client = _host(lab, client, "client")
+    if client in routers:
+        raise ValueError(f"client={client!r} is one of the routers: it must reach the target through them")
+    target_ip = _ipv4(target_ip, "target_ip")
+    _positive(hz, "hz")
+    if vrrp is not None:
+        if set(vrrp.routers) != set(routers):
+            raise ValueError(f"vrrp is configured for {list(vrrp.routers)}, not {routers}")
+        vips = list(vrrp.vips) if vips is None else vips
+        preempt = vrrp.preempt if preempt is None else preempt
+        conntrackd = bool(vrrp.conntrackd)
+    else:
+        conntrackd = False
+    if vips is None:
+        vips = [str(v.address) for v in lab.topology.virtual_ips]
+    vips = [_ipv4(v, "vips") for v in vips]
+    if not vips:
+        raise ValueError("vips: no virtual address to follow (the topology has no virtual_ips)")
+    if target_ip in vips:
+        raise ValueError(f"target_ip={target_ip} is a virtual address of the pair: ping a host behind the "
+                         "gateway, so that the probe measures forwarding, not the address itself")
+    preempt = True if preempt is None else bool(preempt)
+    services = list(services) if services is not None else (["conntrackd", "keepalived"] if conntrackd
+                                                            else ["keepalived"])
+    for s in services:
+        if not re.fullmatch(r"[A-Za-z0-9@._-]+", s):
+            raise ValueError(f"services: {s!r} is not a systemd unit name")
+    stable_s = max(1.0, 2 * vrrp.failover_bound()) if vrrp is not None else 3.0
+    name = label or ("VRRP power failure" + (f" (advert_int {vrrp.advert_int:g} s)" if vrrp is not None else ""))
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
+
+    def pair():
+        return [lab[r] for r in routers]
+
+    def prepare(t: Trial) -> None:
+        master = wait_master(pair(), vips, timeout=settle_timeout_s)
+        backup = routers[1] if master == routers[0] else routers[0]
+        lab[backup].run("systemctl is-active --quiet keepalived", timeout=30)  # else nobody takes over
+        t.set(master=lab[master], backup=lab[backup])
+        t.row.update({"from": master, "to": backup})
+        if vrrp is not None:
+            t.row.update({"advert_int": vrrp.advert_int, "bound (s)": round(vrrp.failover_bound(), 3)})
+
+    def restore(t: Trial) -> None:
+        lab.power_on(t.master.name)
+        old = lab[t.master.name]
+        if after_boot is not None:
+            after_boot(old)
+        old.run(" && ".join(f"systemctl start {s}" for s in services), timeout=120)
+        old.wait_for("systemctl is-active --quiet keepalived", timeout=120)
+        expected = t.master.name if preempt else t.backup.name
+        t.row["master after return"] = wait_master(pair(), vips, expected=expected, timeout=settle_timeout_s,
+                                                   stable_s=stable_s)
+
+    def diagnose(t: Trial, exc: BaseException) -> str:
+        since = (t.fault_time or time.time()) - 5
+        held = holders(pair(), vips)
+        return f"virtual addresses held: {held}\n" + _report(
+            lab, routers, ["systemctl is-active keepalived conntrackd",
+                           f"journalctl -o short-precise --no-pager --since=@{since:.3f} -t Keepalived_vrrp "
+                           "-t Keepalived -t hautils-conntrackd | tail -n 40"])
+
+    return Experiment(
+        name, prepare=prepare,
+        probe=lambda t: probes.icmp(lab[client], target_ip, hz=hz, name=f"{slug}-{t.index}"),
+        fault=lambda t: lab.power_off(t.master.name), restore=restore, marks=VRRP_MARKS,
+        journals=lambda t: [t.backup], final_phase="client reaches the server", diagnose=diagnose,
+        before_s=before_s, after_s=after_s, timeout_s=timeout_s, stall_s=None)
+
+
+# -- routing level: the paper's OSPF failure test -------------------------------------------------
+
+#: The paper's flow (section 3.3.3): host1 pings host2; the routers at its ends and the NICs the
+#: flow enters them by (for ``ip route get ... iif``), from labs/routing.yaml.
+OSPF_FLOW = {"client": "host1", "client_ip": "10.10.10.2", "target": "10.10.15.2",
+             "ingress": ("router1", "eth1"), "egress": ("router2", "eth3")}
+#: ospfd's adjacency log lines (FRR ospfd/ospf_nsm.c, with ``log-adjacency-changes``):
+#: ``AdjChg: Nbr 192.168.103.92(default) on eth2:10.10.11.2: Full -> Deleted (InactivityTimer)``.
+ADJ_DOWN = r"AdjChg: Nbr \S+ on \S+: Full -> (Deleted|Init|Down|ExStart)"
+ADJ_FULL = r"AdjChg: Nbr \S+ on \S+: \S+ -> Full"
+#: The paper's failure test, in its order: (results id, action, which path router).
+OSPF_SEQUENCE = (("ospf-stop-pathA", "stop", "first"), ("ospf-start-pathA", "start", "first"),
+                 ("ospf-stop-pathB", "stop", "second"), ("ospf-start-pathB", "start", "second"))
+ACTIONS = ("stop", "start", "power")
+
+
+def ospf_marks(action: str) -> dict[str, str]:
+    """Where an OSPF event's time goes, from the end routers' ospfd logs: a neighbour lost
+    (graceful stop: its hellos stop listing us or the router says goodbye; power: the dead
+    interval, or BFD) or an adjacency that reaches Full again (start)."""
+    if action not in ACTIONS:
+        raise ValueError(f"action={action!r}: one of {', '.join(ACTIONS)}")
+    return {"adjacency to it Full": ADJ_FULL} if action == "start" else {"neighbour declared lost": ADJ_DOWN}
+
+
+def _address_owners(topology) -> dict[str, str]:
+    return {str(l.address.ip): h.name for h in topology.hosts.values() for l in h.links if l.address is not None}
+
+
+def route_nexthops(text: str, owners: Mapping[str, str] | None = None) -> list[str]:
+    """The next hops of the routes in ``ip -j route show PREFIX`` (or ``ip -j route get``)
+    output, as host names where ``owners`` (address -> host) knows them, else addresses.  A
+    multipath (ECMP) route lists every ``nexthops`` entry; a directly connected route has none."""
+    owners = owners or {}
+    try:
+        routes = json.loads(text or "[]")
+    except ValueError:
+        raise ValueError(f"not `ip -j route` output: {text[:200]!r}") from None
+    hops: list[str] = []
+    for r in routes if isinstance(routes, list) else [routes]:
+        for gw in [r.get("gateway")] + [nh.get("gateway") for nh in r.get("nexthops") or []]:
+            if gw:
+                name = owners.get(gw, gw)
+                if name not in hops:
+                    hops.append(name)
+    return hops
+
+
+def _flow(lab, flow: Mapping[str, Any]) -> dict[str, Any]:
+    f = {**OSPF_FLOW, **flow}
+    topo = lab.topology
+    f["client"] = _host(lab, f["client"], "client")
+    for k in ("client_ip", "target"):
+        f[k] = _ipv4(f[k], k)
+    nets = {}
+    for k in ("client_ip", "target"):
+        found = [str(n.subnet) for n in topo.networks.values()
+                 if n.subnet is not None and ipaddress.IPv4Address(f[k]) in n.subnet]
+        if not found:
+            raise ValueError(f"{k}={f[k]}: on none of the lab's networks")
+        nets[k] = found[0]
+    f["client_net"], f["target_net"] = nets["client_ip"], nets["target"]
+    for end in ("ingress", "egress"):
+        router, iif = f[end]
+        router = _host(lab, router, end)
+        if iif not in [l.iface for l in topo.hosts[router].links]:
+            raise ValueError(f"{end}: {router} has no NIC {iif!r}")
+        f[end] = (router, iif)
+    return f
+
+
+def flow_path(lab, **flow: Any) -> dict[str, str | None]:
+    """Which path router carries the probe's flow now, each way: ``{"out": "patha", "back":
+    "pathb"}``.  Asked of the kernels at the two ends (``ip route get DST from SRC iif NIC``,
+    which picks among ECMP next hops as a forwarded packet would), so the chapter can show the
+    path before each trial, and name the router that carries the flow as the paper's pathA."""
+    f = _flow(lab, flow)
+    owners = _address_owners(lab.topology)
+    (r1, i1), (r2, i2) = f["ingress"], f["egress"]
+    out = lab[r1].run(f"ip -j route get {f['target']} from {f['client_ip']} iif {i1}", timeout=30).stdout
+    back = lab[r2].run(f"ip -j route get {f['client_ip']} from {f['target']} iif {i2}", timeout=30).stdout
+    return {"out": (route_nexthops(out, owners) or [None])[0], "back": (route_nexthops(back, owners) or [None])[0]}
+
+
+def _routes(lab, f, owners) -> dict[str, list[str]]:
+    (r1, _), (r2, _) = f["ingress"], f["egress"]
+    return {r1: route_nexthops(lab[r1].run(f"ip -j route show {f['target_net']}", timeout=30).stdout, owners),
+            r2: route_nexthops(lab[r2].run(f"ip -j route show {f['client_net']}", timeout=30).stdout, owners)}
+
+
+def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow: Mapping[str, Any] | None = None,
+               before_s: float = 2, after_s: float = 2, timeout_s: float = 120, converge_timeout_s: float = 300,
+               poll_s: float = 1.0, after_boot: Callable[[Any], Any] | None = None, label: str | None = None,
+               sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+               now: Callable[[], float] = time.time) -> Experiment:
+    """One event of the paper's failure test (section 3.3.3) on a path router while host1 pings
+    host2 at ``hz``: ``stop`` FRR (graceful: the paper's ``/etc/init.d/quagga stop``), ``start``
+    it again, or ``power`` (a power failure, which the paper did not test: no goodbye, the
+    neighbours wait for the dead interval, or BFD).
+
+    Before each trial the router is brought to the state the event starts from (running and in
+    use for stop/power; stopped and routed around for start) and the flow's path is read from
+    the end routers (:func:`flow_path`).  Recovered means the end routers route without the
+    router (stop/power) or through it again while it has its own routes (start): the network's
+    view, polled every ``poll_s``, since at 1 Hz a stop may cost no probe at all; the probes of
+    ``after_s`` more show the client's side.  Restore: FRR runs on the router again (booted
+    first after ``power``) and the routes go through it again.
+
+    ``frr``: the :class:`~hautils.services.frr.Frr` in use (default: one for the lab's
+    topology; only its start and stop are used).  ``flow``: overrides of :data:`OSPF_FLOW`.
+    ``after_boot(host)``: what the router needs after a power failure besides FRR (a runtime
+    sysctl such as ``rp_filter`` is lost with the reboot).
+    Row: ``action``, ``router``, ``path out``, ``path back``, ``on path`` (the flow crossed the
+    router before the event), ``path out after``, ``path back after``, ``downtime_s``,
+    ``lost_probes``, ``stalls_s``, and the phases from the end routers' ospfd logs
+    (:func:`ospf_marks`)."""
+    marks = ospf_marks(action)
+    f = _flow(lab, flow or {})
+    router = _host(lab, router, "router")
+    ends = (f["ingress"][0], f["egress"][0])
+    if lab.topology.hosts[router].role != "router":
+        raise ValueError(f"router={router!r} has role {lab.topology.hosts[router].role!r}: it routes nothing")
+    if router in ends:
+        raise ValueError(f"router={router!r} is an end of the flow: without it host1 has no path at all, "
+                         "so there is no failover to measure; pick a path router")
+    _positive(hz, "hz")
+    _positive(poll_s, "poll_s")
+    if frr is None:
+        from ..services.frr import Frr
+
+        frr = Frr(lab.topology)
+    owners = _address_owners(lab.topology)
+    name = label or f"OSPF {action} {router}"
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
+
+    def own_routes(h) -> bool:
+        text = h.run(f"ip -j route show {f['target_net']}; ip -j route show {f['client_net']}",
+                     check=False, timeout=30).stdout
+        return len([line for line in text.splitlines() if line.strip() not in ("", "[]")]) == 2
+
+    def wait_routes(through: bool, timeout: float) -> dict[str, list[str]]:
+        """Until both ends route through ``router`` (``through``), or around it, and have a route."""
+        deadline = clock() + timeout
+        while True:
+            hops = _routes(lab, f, owners)
+            ok = all(hops.values()) and all((router in h) == through for h in hops.values())
+            if ok and through:
+                ok = own_routes(lab[router])
+            if ok:
+                return hops
+            if clock() > deadline:
+                raise TimeoutError(f"OSPF: routes {'through' if through else 'around'} {router} not seen within "
+                                   f"{timeout:g} s; next hops now: {hops}")
+            sleep(poll_s)
+
+    def prepare(t: Trial) -> None:
+        if action == "start":
+            frr.stop(lab[router])
+            wait_routes(False, converge_timeout_s)
+        else:
+            wait_routes(True, converge_timeout_s)
+        path = flow_path(lab, **f)
+        t.set(on_path=router in path.values())
+        t.row.update({"action": action, "router": router, "path out": path["out"], "path back": path["back"],
+                      "on path": t.on_path})
+
+    def fault(t: Trial) -> float:
+        if action == "stop":
+            return frr.stop(lab[router])
+        if action == "power":
+            return lab.power_off(router)
+        when = now()  # a UML guest reads the host's clock: the start's time on both
+        frr.start(lab[router])
+        return when
+
+    def recovered(t: Trial) -> None:
+        # the network's view, not the probe's: at the paper's 1 Hz a stop may lose no ping at all
+        wait_routes(action == "start", converge_timeout_s)
+
+    def during(t: Trial) -> None:
+        path = flow_path(lab, **f)
+        t.row.update({"path out after": path["out"], "path back after": path["back"]})
+
+    def restore(t: Trial) -> None:
+        if action == "start":
+            return
+        if action == "power":
+            lab.power_on(router)
+            if after_boot is not None:
+                after_boot(lab[router])
+        frr.start(lab[router])
+        wait_routes(True, converge_timeout_s)
+
+    def diagnose(t: Trial, exc: BaseException) -> str:
+        since = (t.fault_time or time.time()) - 5
+        return _report(lab, [*ends, router], [
+            "ip route show", "vtysh -c 'show ip ospf neighbor' 2>&1 | head -n 20",
+            f"journalctl -o short-precise --no-pager --since=@{since:.3f} -t ospfd -t zebra -t bfdd | tail -n 40"])
+
+    return Experiment(
+        name, prepare=prepare,
+        probe=lambda t: probes.icmp(lab[f["client"]], f["target"], hz=hz, name=f"{slug}-{t.index}"),
+        fault=fault, recovered=recovered, during=during, restore=restore, marks=marks,
+        journals=lambda t: [lab[e] for e in ends], final_phase="routes converge, client answers",
+        diagnose=diagnose, before_s=before_s, after_s=after_s, timeout_s=timeout_s, stall_s=None)
+
+
+def ospf_sequence(lab, frr=None, *, first: str = "patha", second: str = "pathb",
+                  **kw: Any) -> dict[str, Experiment]:
+    """The paper's four events as experiments, keyed by their ``results/03-networking.json``
+    ids: stop and start ``first`` (the paper's pathA, which carried the traffic), then stop and
+    start ``second`` while ``first`` carries it.  :func:`flow_path` tells which router that is
+    on a given boot (ECMP hashes each flow onto one path).  ``kw`` goes to :func:`ospf_event`
+    (``hz=1`` for the paper's own ping)."""
+    routers = {"first": first, "second": second}
+    if _host(lab, first, "first") == _host(lab, second, "second"):
+        raise ValueError(f"first and second are both {first!r}: the sequence needs the two path routers")
+    return {key: ospf_event(lab, routers[which], action, frr=frr, label=f"{key} ({routers[which]})", **kw)
+            for key, action, which in OSPF_SEQUENCE}

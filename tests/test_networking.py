@@ -1,0 +1,631 @@
+"""Chapter 3's labs and failure scenarios without a VM: the two new topologies, the argument
+checks of the experiment factories, their log marks on sample lines, the route parser, and
+whole trials against a fake lab whose hosts answer like the real ones (from sample text) and
+whose probe logs are synthetic."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hautils import analysis, topology
+from hautils.errors import CommandError
+from hautils.experiment import Experiment
+from hautils.scenarios import networking
+from hautils.services import keepalived as ka
+from hautils.services.bonding import Bond
+from hautils.services.keepalived import Keepalived
+from hautils.ssh import JournalLine, Result
+
+LABS = Path(__file__).resolve().parents[1] / "labs"
+T0 = 1_000_000.0
+
+
+# -- the labs ----------------------------------------------------------------------------------------
+
+def test_bonding_lab_two_switches_and_a_peer_on_both():
+    t = topology.load(LABS / "bonding.yaml", check_memory=False)
+    assert not t.figure and set(t.hosts) == {"bonded", "peer"}
+    assert {n: str(net.subnet) for n, net in t.networks.items()} == {"sw1": "192.168.1.0/24",
+                                                                     "sw2": "192.168.1.0/24"}
+    for name, addr in (("bonded", "192.168.1.10/24"), ("peer", "192.168.1.20/24")):
+        links = t.hosts[name].links
+        # one NIC on each switch; the address on the first (it moves to the bond or bridge)
+        assert [(l.iface, l.network) for l in links] == [("eth0", "sw1"), ("eth1", "sw2")]
+        assert str(links[0].address) == addr and links[1].address is None
+        assert not any(l.bond for l in links)  # the lab engine builds no bonds: bonding.py does
+    assert "192.168.1.10\tbonded" in t.hosts_file()
+
+
+def test_gateway_lab_client_pair_server_and_sync_link():
+    t = topology.load(LABS / "gateway.yaml", check_memory=False)
+    assert list(t.hosts) == ["client", "gw1", "gw2", "server"]
+    assert {v.name: (v.network, str(v.address)) for v in t.virtual_ips} == {
+        "gw-inside": ("inside", "192.168.1.1"), "gw-outside": ("outside", "192.168.2.1")}
+    for gw, last in (("gw1", 2), ("gw2", 3)):
+        h = t.hosts[gw]
+        assert h.role == "router" and h.forwarding and h.packages == "routing"
+        assert [(l.iface, l.network, str(l.address.ip)) for l in h.links] == [
+            ("eth0", "inside", f"192.168.1.{last}"), ("eth1", "outside", f"192.168.2.{last}"),
+            ("eth2", "sync", f"10.0.0.{last - 1}")]
+    # the client's way out and the server's way back are the virtual addresses
+    assert [(r.to, str(r.via)) for r in t.hosts["client"].routes] == [("192.168.2.0/24", "192.168.1.1")]
+    assert [(r.to, str(r.via)) for r in t.hosts["server"].routes] == [("192.168.1.0/24", "192.168.2.1")]
+    assert [h.name for h in t.hosts.values() if any(l.network == "sync" for l in h.links)] == ["gw1", "gw2"]
+
+
+def test_ospf_flow_is_the_papers_ping_on_the_routing_lab():
+    t = topology.load("routing", check_memory=False)
+    f = networking.OSPF_FLOW
+    h1 = {str(l.address.ip): l.network for l in t.hosts["host1"].links}
+    h2 = {str(l.address.ip): l.network for l in t.hosts["host2"].links}
+    assert h1[f["client_ip"]] == "br10" and h2[f["target"]] == "br15"
+    r1, i1 = f["ingress"]
+    r2, i2 = f["egress"]
+    assert next(l.network for l in t.hosts[r1].links if l.iface == i1) == "br10"
+    assert next(l.network for l in t.hosts[r2].links if l.iface == i2) == "br15"
+
+
+# -- a fake lab --------------------------------------------------------------------------------------
+
+class FakeHost:
+    """A lab host: ``answer(command)`` gives (status, stdout, stderr); ``journal`` sample lines."""
+
+    def __init__(self, lab, name, answer=None, lines=()):
+        self.lab, self.name, self.answer, self.lines = lab, name, answer, list(lines)
+        self.runs: list[str] = []
+
+    def run(self, command, check=True, timeout=60.0):
+        if self.name in self.lab.off:
+            raise ConnectionError(f"{self.name} is powered off")
+        self.runs.append(command)
+        status, out, err = self.answer(command) if self.answer else (0, "", "")
+        if check and status:
+            raise CommandError(self.name, command, status, out, err)
+        return Result(self.name, command, status, out, err, 0.0)
+
+    def wait_for(self, command, timeout=60.0, interval=0.5):
+        return self.run(command)
+
+    def journal(self, since=None):
+        return [JournalLine(T0 + t, "", ident, msg) for t, ident, msg in self.lines
+                if since is None or T0 + t >= since]
+
+
+class FakeLab:
+    def __init__(self, name):
+        self.topology = topology.load(LABS / f"{name}.yaml", check_memory=False)
+        self.hosts = {h: FakeHost(self, h) for h in self.topology.hosts}
+        self.events: list[tuple[str, str]] = []
+        self.off: set[str] = set()
+        self.pulled: set[str] = set()
+
+    def __getitem__(self, name):
+        return self.hosts[name]
+
+    def cable_pull(self, host, iface="eth0"):
+        self.events.append(("cable_pull", f"{host}:{iface}"))
+        self.pulled.add(f"{host}:{iface}")
+        return T0 + 5.0
+
+    def cable_plug(self, host, iface="eth0"):
+        self.events.append(("cable_plug", f"{host}:{iface}"))
+        self.pulled.discard(f"{host}:{iface}")
+        return T0 + 9.0
+
+    def power_off(self, host):
+        self.events.append(("power_off", host))
+        self.off.add(host)
+        return T0 + 5.0
+
+    def power_on(self, host, wait=True):
+        self.events.append(("power_on", host))
+        self.off.discard(host)
+        return T0 + 30.0
+
+
+def icmp_log(gaps=(), end=10.0, hz=100) -> pd.DataFrame:
+    """An ICMP probe log from T0: a reply 1 ms after each send, none inside a gap (a, b)."""
+    rows, t, seq = [], 0.0, 0
+    while t < end:
+        lost = any(a <= t < b for a, b in gaps)
+        rows.append({"seq": seq, "sent": T0 + t, "recv": None if lost else T0 + t + 0.001, "ok": not lost,
+                     "err": "timeout" if lost else None, "late": 0})
+        seq, t = seq + 1, t + 1 / hz
+    df = pd.DataFrame(rows)
+    df["recv"] = pd.to_numeric(df["recv"])
+    return df
+
+
+class FakeProbe:
+    def __init__(self, host, target, name, log):
+        self.host, self.target, self.name, self._log = host, target, name, log
+        self._running = False
+        self.waited = []
+
+    def start(self):
+        self._running = True
+        return T0
+
+    def running(self):
+        return self._running
+
+    def stop(self):
+        self._running = False
+
+    def wait_recovered(self, after, timeout, max_latency):
+        self.waited.append(after)
+        return after
+
+    def log(self):
+        return self._log
+
+
+@pytest.fixture
+def icmp(monkeypatch):
+    """probes.icmp -> a FakeProbe whose log has the gaps set in ``made.gaps``."""
+    made = []
+
+    def fake(host, target, hz=100, name=None, **kw):
+        p = FakeProbe(host, target, name, icmp_log(made_gaps[0], hz=hz))
+        made.append(p)
+        return p
+
+    made_gaps = [()]
+    monkeypatch.setattr("hautils.probes.icmp", fake)
+    fake.made, fake.gaps = made, made_gaps
+    return fake
+
+
+# -- link level ---------------------------------------------------------------------------------------
+
+PROC = """\
+Bonding Mode: fault-tolerance (active-backup)
+Primary Slave: eth0 (primary_reselect always)
+Currently Active Slave: {active}
+MII Status: up
+MII Polling Interval (ms): 0
+ARP Polling Interval (ms): 100
+ARP IP target/s (n.n.n.n form): 192.168.1.20
+
+Slave Interface: eth0
+MII Status: {eth0}
+Link Failure Count: {failures}
+Permanent HW addr: 52:54:0a:0b:0c:01
+
+Slave Interface: eth1
+MII Status: up
+Link Failure Count: 0
+Permanent HW addr: 52:54:0a:0b:0c:02
+"""
+
+
+def bond() -> Bond:
+    return Bond(mode="active-backup", arp_interval=100, arp_ip_target=("192.168.1.20",), arp_validate="all",
+                primary="eth0", address="192.168.1.10/24")
+
+
+def bonding_lab(notices=True) -> FakeLab:
+    lab = FakeLab("bonding")
+    failures = {"n": 0}
+
+    def answer(cmd):
+        if cmd.startswith("cat /proc/net/bonding/bond0"):
+            pulled = "bonded:eth0" in lab.pulled
+            if pulled and notices:
+                failures["n"] = 1
+            failed_over = pulled and notices
+            return 0, PROC.format(active="eth1" if failed_over else "eth0", eth0="down" if failed_over else "up",
+                                  failures=failures["n"]), ""
+        return 0, "", ""
+
+    lab.hosts["bonded"].answer = answer
+    lab.hosts["bonded"].lines = [
+        (5.20, "kernel", "bond0: (slave eth0): link status definitely down, disabling slave"),
+        (5.21, "kernel", "bond0: (slave eth1): making interface the new active one"),
+    ] if notices else []
+    return lab
+
+
+def test_bond_cable_pull_a_whole_trial(icmp):
+    lab = bonding_lab()
+    icmp.gaps[0] = [(5.0, 5.3)]
+    run = networking.bond_cable_pull(lab, "bonded", bond(), "192.168.1.20", before_s=0, after_s=0).run(1)
+    row = run.trials.iloc[0]
+    assert row["error"] is None and row["downtime_s"] == pytest.approx(0.31, abs=0.011)
+    assert (row["mode"], row["pulled"], row["active before"], row["active after"]) == (
+        "active-backup", "eth0", "eth0", "eth1")
+    assert bool(row["monitor noticed"]) and row["monitor"] == "arp_interval 100 ms, arp_validate all"
+    assert row["link monitor gives up (s)"] == pytest.approx(0.2) and row["new active slave (s)"] == pytest.approx(0.01)
+    assert lab.events == [("cable_pull", "bonded:eth0"), ("cable_plug", "bonded:eth0")]
+    p = icmp.made[0]
+    assert (p.host.name, p.target) == ("bonded", "192.168.1.20") and p.waited == [T0 + 5.0]
+    assert run.name == "active-backup cable pull (arp_interval 100 ms)"
+
+
+def test_bond_cable_pull_that_the_monitor_never_notices(icmp):
+    """miimon on UML: the bond stays on the pulled NIC; the outage lasts until the cable is back."""
+    lab = bonding_lab(notices=False)
+    icmp.gaps[0] = [(5.0, 9.0)]
+    naps = []
+    b = Bond(mode="active-backup", miimon=100, primary="eth0", address="192.168.1.10/24")
+    run = networking.bond_cable_pull(lab, "bonded", b, "192.168.1.20", replug_after_s=4, before_s=0, after_s=0,
+                                     sleep=naps.append).run(1)
+    row = run.trials.iloc[0]
+    assert naps == [4] and row["downtime_s"] == pytest.approx(4.01, abs=0.011)
+    assert row["active after"] == "eth0" and not bool(row["monitor noticed"])
+    assert lab.events == [("cable_pull", "bonded:eth0"), ("cable_plug", "bonded:eth0")]  # plugged once
+    assert run.trials.columns.str.contains("link monitor gives up").any()  # the phase, not found: NaN
+    assert pd.isna(row["link monitor gives up (s)"])
+
+
+def test_bond_cable_pull_waits_for_the_partners_bond_too(icmp):
+    lab = bonding_lab()
+    lab.hosts["peer"].answer = lambda cmd: (0, PROC.format(active="eth0", eth0="up", failures=0), "")
+    icmp.gaps[0] = [(5.0, 5.3)]
+    partner = Bond(mode="active-backup", miimon=100)
+    networking.bond_cable_pull(lab, "bonded", bond(), "192.168.1.20", settle=[("Peer", partner)], before_s=0,
+                               after_s=0).run(1)
+    assert lab.hosts["peer"].runs == ["cat /proc/net/bonding/bond0"]
+    with pytest.raises(TypeError, match=r"\(host, Bond\) pairs"):
+        networking.bond_cable_pull(lab, "bonded", bond(), "192.168.1.20", settle=[("peer", "bond0")])
+
+
+def test_bond_cable_pull_refuses_to_pull_the_idle_link(icmp):
+    lab = bonding_lab()
+    exp = networking.bond_cable_pull(lab, "bonded", bond(), "192.168.1.20", iface="eth1", before_s=0, after_s=0)
+    with pytest.raises(Exception, match="the active slave is eth0, not eth1"):
+        exp.run(1)
+    assert lab.events == []
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(host="nobody"), "host='nobody': no such host in lab 'bonding'"),
+    (dict(iface="eth2"), "iface='eth2' is not a slave of bond0"),
+    (dict(peer_ip="peer"), "peer_ip='peer': an IPv4 address"),
+    (dict(probe_host="peer"), "probe_host='peer' needs target="),
+    (dict(hz=0), "hz=0"),
+    (dict(replug_after_s=-1), "replug_after_s=-1"),
+    (dict(outage=False, replug_after_s=3), "outage=False expects none"),
+])
+def test_bond_cable_pull_argument_checks(kw, needle):
+    args = dict(host="bonded", bond=bond(), peer_ip="192.168.1.20")
+    args.update(kw)
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        networking.bond_cable_pull(bonding_lab(), **args)
+    with pytest.raises(TypeError, match="a hautils.services.bonding.Bond"):
+        networking.bond_cable_pull(bonding_lab(), "bonded", "bond0", "192.168.1.20")
+
+
+def test_bond_cable_pull_needs_a_nic_the_topology_has():
+    b = Bond(slaves=("eth0", "eth3"), miimon=100)
+    with pytest.raises(ValueError, match="host bonded has no such NIC in the topology"):
+        networking.bond_cable_pull(bonding_lab(), "Bonded", b, "192.168.1.20", iface="eth3")
+
+
+def test_bond_marks_match_the_drivers_lines():
+    m = networking.bond_marks("bond0", "eth0")
+    down = "kernel: bond0: (slave eth0): link status definitely down, disabling slave"
+    new = "kernel: bond0: (slave eth1): making interface the new active one"
+    assert re.search(m["link monitor gives up"], down) and not re.search(m["link monitor gives up"], new)
+    assert re.search(m["new active slave"], new)
+    assert not re.search(m["link monitor gives up"], down.replace("eth0", "eth1"))  # the pulled one only
+    assert not re.search(networking.bond_marks("bond1", "eth0")["link monitor gives up"], down)
+
+
+# -- gateway level ----------------------------------------------------------------------------------
+
+ADDRS = {"gw1": ("192.168.1.2", "192.168.2.2"), "gw2": ("192.168.1.3", "192.168.2.3")}
+
+
+def gateway_lab(master="gw1") -> FakeLab:
+    lab = FakeLab("gateway")
+    state = {"master": master}
+
+    def answer_for(name):
+        def answer(cmd):
+            if cmd == "ip -o -4 addr show":
+                mine = list(ADDRS[name])
+                live = [g for g in ("gw1", "gw2") if g not in lab.off]
+                holder = state["master"] if state["master"] in live else (live[0] if live else None)
+                if holder == name:
+                    mine += ["192.168.1.1", "192.168.2.1"]
+                return 0, "\n".join(f"2: eth0    inet {a}/24 scope global eth0" for a in mine), ""
+            return 0, "", ""
+        return answer
+
+    for g in ("gw1", "gw2"):
+        lab.hosts[g].answer = answer_for(g)
+    lab.hosts["gw2"].lines = [(5.3, "Keepalived_vrrp", "(VI_inside) Receive advertisement timeout"),
+                              (5.3, "Keepalived_vrrp", "(VI_inside) Entering MASTER STATE"),
+                              (5.31, "Keepalived_vrrp", "(VI_outside) Entering MASTER STATE")]
+    lab.state = state
+    return lab
+
+
+@pytest.fixture
+def quick_wait(monkeypatch):
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    monkeypatch.setattr(networking, "wait_master",
+                        functools.partial(ka.wait_master, sleep=sleep, clock=lambda: now[0]))
+
+
+def test_vrrp_power_failure_a_whole_trial(icmp, quick_wait):
+    lab = gateway_lab()
+    icmp.gaps[0] = [(5.0, 5.5)]
+    vrrp = Keepalived(lab.topology, advert_int=0.1, conntrackd=True)
+    booted = []
+    run = networking.vrrp_power_failure(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=vrrp,
+                                        after_boot=lambda h: booted.append(h.name), before_s=0, after_s=0).run(1)
+    assert booted == ["gw1"]
+    row = run.trials.iloc[0]
+    assert row["error"] is None and row["downtime_s"] == pytest.approx(0.51, abs=0.011)
+    assert (row["from"], row["to"], row["advert_int"]) == ("gw1", "gw2", 0.1)
+    assert row["bound (s)"] == pytest.approx(0.361)
+    assert row["master down timer (detection) (s)"] == pytest.approx(0.3)
+    assert row["becomes MASTER (s)"] == pytest.approx(0.0)
+    assert row["master after return"] == "gw1"  # preempt: the old master takes the addresses back
+    assert lab.events == [("power_off", "gw1"), ("power_on", "gw1")]
+    # conntrackd before keepalived on the router that came back
+    assert "systemctl start conntrackd && systemctl start keepalived" in lab.hosts["gw1"].runs
+    p = icmp.made[0]
+    assert (p.host.name, p.target) == ("client", "192.168.2.10")
+
+
+def test_vrrp_power_failure_with_nopreempt_keeps_the_survivor(icmp, quick_wait):
+    lab = gateway_lab()
+    icmp.gaps[0] = [(5.0, 8.5)]
+
+    def power_on(host, wait=True):  # the old master comes back as backup
+        lab.events.append(("power_on", host))
+        lab.off.discard(host)
+        lab.state["master"] = "gw2"
+        return T0 + 30
+
+    lab.power_on = power_on
+    vrrp = Keepalived(lab.topology, preempt=False)
+    run = networking.vrrp_power_failure(lab, ["gw1", "gw2"], "client", "192.168.2.10", vrrp=vrrp,
+                                        before_s=0, after_s=0).run(1)
+    row = run.trials.iloc[0]
+    assert row["master after return"] == "gw2" and row["downtime_s"] == pytest.approx(3.51, abs=0.011)
+    assert "systemctl start keepalived" in lab.hosts["gw1"].runs
+
+
+@pytest.mark.parametrize("args, kw, needle", [
+    ((["gw1"], "client", "192.168.2.10"), {}, "the two routers of the VRRP pair"),
+    ((["gw1", "gw1"], "client", "192.168.2.10"), {}, "the two routers of the VRRP pair"),
+    ((["gw1", "gw9"], "client", "192.168.2.10"), {}, "routers='gw9'"),
+    ((["gw1", "gw2"], "gw1", "192.168.2.10"), {}, "client='gw1' is one of the routers"),
+    ((["gw1", "gw2"], "client", "server"), {}, "target_ip='server'"),
+    ((["gw1", "gw2"], "client", "192.168.2.1"), {}, "is a virtual address of the pair"),
+    ((["gw1", "gw2"], "client", "192.168.2.10"), {"hz": -5}, "hz=-5"),
+    ((["gw1", "gw2"], "client", "192.168.2.10"), {"services": ["keepalived; reboot"]}, "not a systemd unit"),
+    ((["gw1", "gw2"], "client", "192.168.2.10"), {"vips": ["192.168.1"]}, "vips="),
+])
+def test_vrrp_power_failure_argument_checks(args, kw, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        networking.vrrp_power_failure(gateway_lab(), *args, **kw)
+
+
+def test_vrrp_power_failure_checks_vrrp_is_for_these_routers():
+    lab = gateway_lab()
+    vrrp = Keepalived(lab.topology)
+    vrrp.routers = ("gw1", "client")  # as if configured for another pair
+    with pytest.raises(ValueError, match="vrrp is configured for"):
+        networking.vrrp_power_failure(lab, ["gw1", "gw2"], "client", "192.168.2.10", vrrp=vrrp)
+
+
+def test_vrrp_marks_are_keepalived_s():
+    assert networking.VRRP_MARKS is ka.VRRP_MARKS
+
+
+# -- routing level -----------------------------------------------------------------------------------
+
+def ospf_lab() -> tuple[FakeLab, dict]:
+    lab = FakeLab.__new__(FakeLab)
+    lab.topology = topology.load("routing", check_memory=False)
+    lab.hosts = {h: FakeHost(lab, h) for h in lab.topology.hosts}
+    lab.events, lab.off, lab.pulled = [], set(), set()
+    up = {"patha": True, "pathb": True}
+
+    def route(prefix, hops):
+        if len(hops) == 1:
+            return json.dumps([{"dst": prefix, "gateway": hops[0], "dev": "eth2", "protocol": "ospf",
+                                "metric": 20, "flags": []}])
+        return json.dumps([{"dst": prefix, "protocol": "ospf", "metric": 20, "flags": [],
+                            "nexthops": [{"gateway": g, "dev": f"eth{i + 2}", "weight": 1, "flags": []}
+                                         for i, g in enumerate(hops)]}])
+
+    def live(*pairs):
+        return [gw for router, gw in pairs if up[router] and router not in lab.off]
+
+    def router1(cmd):
+        if cmd == "ip -j route show 10.10.15.0/24":
+            return 0, route("10.10.15.0/24", live(("patha", "10.10.11.1"), ("pathb", "10.10.13.1"))), ""
+        if cmd.startswith("ip -j route get 10.10.15.2 from 10.10.10.2 iif eth1"):
+            return 0, json.dumps([{"dst": "10.10.15.2", "gateway": live(("patha", "10.10.11.1"),
+                                                                         ("pathb", "10.10.13.1"))[0]}]), ""
+        return 0, "", ""
+
+    def router2(cmd):
+        if cmd == "ip -j route show 10.10.10.0/24":
+            return 0, route("10.10.10.0/24", live(("patha", "10.10.12.1"), ("pathb", "10.10.14.1"))), ""
+        if cmd.startswith("ip -j route get 10.10.10.2 from 10.10.15.2 iif eth3"):
+            return 0, json.dumps([{"dst": "10.10.10.2", "gateway": live(("pathb", "10.10.14.1"),
+                                                                         ("patha", "10.10.12.1"))[0]}]), ""
+        return 0, "", ""
+
+    def path(name):
+        def answer(cmd):
+            if cmd.startswith("ip -j route show 10.10.15.0/24; ip -j route show 10.10.10.0/24"):
+                if up[name]:
+                    return 0, route("10.10.15.0/24", ["10.10.12.2"]) + "\n" + route("10.10.10.0/24", ["10.10.11.2"]), ""
+                return 0, "[]\n[]\n", ""
+            return 0, "", ""
+        return answer
+
+    lab.hosts["router1"].answer, lab.hosts["router2"].answer = router1, router2
+    lab.hosts["patha"].answer, lab.hosts["pathb"].answer = path("patha"), path("pathb")
+    adj = "ospfd", "[HBN2F-ZVDDQ] AdjChg: Nbr 192.168.103.92(default) on eth2:10.10.11.2: Full -> Deleted (InactivityTimer)"
+    lab.hosts["router1"].lines = [(5.02, *adj)]
+    lab.hosts["router2"].lines = [(5.4, "ospfd", "AdjChg: Nbr 192.168.103.92(default) on eth1:10.10.12.2: "
+                                                 "Loading -> Full (LoadingDone)")]
+    return lab, up
+
+
+class FakeFrr:
+    def __init__(self, lab, up):
+        self.lab, self.up, self.calls = lab, up, []
+
+    def stop(self, host):
+        self.calls.append(("stop", host.name))
+        self.up[host.name] = False
+        return T0 + 5.0
+
+    def start(self, host, timeout=120):
+        self.calls.append(("start", host.name))
+        self.up[host.name] = True
+        return 1.0
+
+
+def test_ospf_stop_on_the_path_a_whole_trial(icmp):
+    lab, up = ospf_lab()
+    frr = FakeFrr(lab, up)
+    icmp.gaps[0] = [(5.0, 5.05)]
+    naps = []
+    run = networking.ospf_event(lab, "patha", "stop", frr=frr, before_s=0, after_s=0, sleep=naps.append).run(1)
+    row = run.trials.iloc[0]
+    assert row["error"] is None and row["downtime_s"] == pytest.approx(0.06, abs=0.011)
+    assert (row["action"], row["router"], row["path out"], row["path back"]) == ("stop", "patha", "patha", "pathb")
+    assert bool(row["on path"]) and row["path out after"] == "pathb"
+    assert row["neighbour declared lost (s)"] == pytest.approx(0.02)
+    assert frr.calls == [("stop", "patha"), ("start", "patha")]  # the trial, then the restore
+    assert up["patha"]
+    p = icmp.made[0]
+    assert (p.host.name, p.target) == ("host1", "10.10.15.2")
+
+
+def test_ospf_start_stops_first_and_measures_the_return(icmp):
+    lab, up = ospf_lab()
+    frr = FakeFrr(lab, up)
+    icmp.gaps[0] = []
+    run = networking.ospf_event(lab, "pathb", "start", frr=frr, before_s=0, after_s=0,
+                                sleep=lambda s: None, now=lambda: T0 + 5.0).run(2)
+    assert list(run.trials["downtime_s"]) == [0.0, 0.0]
+    row = run.trials.iloc[0]
+    assert (row["path out"], row["path back"], bool(row["on path"])) == ("patha", "patha", False)
+    assert row["path back after"] == "pathb"  # the flow back moved to the returned router
+    assert frr.calls == [("stop", "pathb"), ("start", "pathb")] * 2
+
+
+def test_ospf_power_boots_and_restarts_frr(icmp):
+    lab, up = ospf_lab()
+    frr = FakeFrr(lab, up)
+    icmp.gaps[0] = [(5.0, 6.2)]
+    booted = []
+    run = networking.ospf_event(lab, "patha", "power", frr=frr, before_s=0, after_s=0, sleep=lambda s: None,
+                                after_boot=lambda h: booted.append(h.name)).run(1)
+    assert run.trials.iloc[0]["downtime_s"] == pytest.approx(1.21, abs=0.011) and booted == ["patha"]
+    assert lab.events == [("power_off", "patha"), ("power_on", "patha")] and frr.calls == [("start", "patha")]
+
+
+def test_ospf_wait_for_routes_times_out_naming_the_next_hops(icmp):
+    lab, up = ospf_lab()
+
+    class StuckFrr(FakeFrr):
+        def stop(self, host):  # the daemons stop, but the routes stay (a stuck zebra)
+            self.calls.append(("stop", host.name))
+            return T0 + 5.0
+
+    clock = iter(range(0, 10_000, 50))
+    exp = networking.ospf_event(lab, "patha", "stop", frr=StuckFrr(lab, up), before_s=0, after_s=0,
+                                converge_timeout_s=120, sleep=lambda s: None, clock=lambda: next(clock))
+    with pytest.raises(Exception, match=r"routes around patha not seen within 120 s; next hops now: "
+                                        r"\{'router1': \['patha', 'pathb'\]"):
+        exp.run(1)
+
+
+@pytest.mark.parametrize("router, action, kw, needle", [
+    ("patha", "reboot", {}, "action='reboot': one of stop, start, power"),
+    ("router1", "stop", {}, "router='router1' is an end of the flow"),
+    ("host2", "stop", {}, "router='host2' has role 'end-host'"),
+    ("pathc", "stop", {}, "router='pathc': no such host in lab 'routing'"),
+    ("patha", "stop", {"hz": 0}, "hz=0"),
+    ("patha", "stop", {"flow": {"target": "10.99.0.1"}}, "target=10.99.0.1: on none of the lab's networks"),
+    ("patha", "stop", {"flow": {"ingress": ("router1", "eth9")}}, "ingress: router1 has no NIC 'eth9'"),
+])
+def test_ospf_event_argument_checks(router, action, kw, needle):
+    lab, up = ospf_lab()
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        networking.ospf_event(lab, router, action, frr=FakeFrr(lab, up), **kw)
+
+
+def test_ospf_event_defaults_to_frr_for_the_labs_topology():
+    lab, _ = ospf_lab()
+    exp = networking.ospf_event(lab, "pathA", "stop")  # the paper's spelling of the host
+    assert isinstance(exp, Experiment) and exp.name == "OSPF stop patha" and exp.stall_s is None
+
+
+def test_ospf_sequence_is_the_papers_four_events():
+    lab, up = ospf_lab()
+    seq = networking.ospf_sequence(lab, FakeFrr(lab, up), first="pathb", second="patha", hz=1)
+    assert list(seq) == ["ospf-stop-pathA", "ospf-start-pathA", "ospf-stop-pathB", "ospf-start-pathB"]
+    assert [e.name for e in seq.values()] == ["ospf-stop-pathA (pathb)", "ospf-start-pathA (pathb)",
+                                              "ospf-stop-pathB (patha)", "ospf-start-pathB (patha)"]
+    assert seq["ospf-start-pathB"].marks == {"adjacency to it Full": networking.ADJ_FULL}
+    with pytest.raises(ValueError, match="the two path routers"):
+        networking.ospf_sequence(lab, first="patha", second="PathA")
+
+
+def test_flow_path_reads_both_ends():
+    lab, up = ospf_lab()
+    assert networking.flow_path(lab) == {"out": "patha", "back": "pathb"}
+    up["patha"] = False
+    assert networking.flow_path(lab) == {"out": "pathb", "back": "pathb"}
+    assert lab.hosts["router1"].runs[-1] == "ip -j route get 10.10.15.2 from 10.10.10.2 iif eth1"
+
+
+def test_route_nexthops():
+    owners = {"10.10.11.1": "patha", "10.10.13.1": "pathb"}
+    ecmp = ('[{"dst":"10.10.15.0/24","protocol":"ospf","metric":20,"flags":[],"nexthops":['
+            '{"gateway":"10.10.11.1","dev":"eth2","weight":1,"flags":[]},'
+            '{"gateway":"10.10.13.1","dev":"eth3","weight":1,"flags":[]}]}]')
+    assert networking.route_nexthops(ecmp, owners) == ["patha", "pathb"]
+    one = '[{"dst":"10.10.15.0/24","gateway":"10.10.13.1","dev":"eth3","protocol":"ospf","metric":20,"flags":[]}]'
+    assert networking.route_nexthops(one, owners) == ["pathb"]
+    assert networking.route_nexthops(one) == ["10.10.13.1"]
+    connected = '[{"dst":"10.10.10.0/24","dev":"eth1","protocol":"kernel","scope":"link","flags":[]}]'
+    assert networking.route_nexthops(connected, owners) == [] and networking.route_nexthops("[]") == []
+    with pytest.raises(ValueError, match="not `ip -j route` output"):
+        networking.route_nexthops("10.10.15.0/24 via 10.10.11.1 dev eth2")
+
+
+@pytest.mark.parametrize("line, down, full", [
+    ("AdjChg: Nbr 192.168.103.92(default) on eth2:10.10.11.2: Full -> Deleted (InactivityTimer)", True, False),
+    ("[HBN2F-ZVDDQ] AdjChg: Nbr 192.168.103.98(default) on eth3:10.10.13.2: Full -> Init (1-WayReceived)",
+     True, False),
+    ("AdjChg: Nbr 192.168.103.92(default) on eth2:10.10.11.2: Loading -> Full (LoadingDone)", False, True),
+    ("AdjChg: Nbr 192.168.103.92(default) on eth2:10.10.11.2: Init -> Deleted (KillNbr)", False, False),
+    ("ospfd: OSPF: Receive hello from 192.168.103.92", False, False),
+])
+def test_ospf_marks_match_ospfds_adjacency_lines(line, down, full):
+    assert bool(re.search(networking.ospf_marks("stop")["neighbour declared lost"], line)) == down
+    assert bool(re.search(networking.ospf_marks("power")["neighbour declared lost"], line)) == down
+    assert bool(re.search(networking.ospf_marks("start")["adjacency to it Full"], line)) == full
+
+
+def test_ospf_phases_from_sample_lines():
+    fault = 100.0
+    events = [(fault + 1.02, "ospfd: AdjChg: Nbr 192.168.103.92(default) on eth2:10.10.11.2: Full -> Deleted "
+                             "(InactivityTimer)")]
+    ph = analysis.phases(events, networking.ospf_marks("power"), start=fault, end=fault + 1.3, final="rest")
+    assert [(p.name, round(p.duration, 2)) for p in ph] == [("neighbour declared lost", 1.02), ("rest", 0.28)]
