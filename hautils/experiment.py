@@ -238,6 +238,7 @@ class Experiment:
             v = analysis.with_timeout(t.logs[name], self.stall_s) if self.stall_s else t.logs[name]
             d = analysis.downtime(v, t.fault_time, settle=self.settle, pick=self.pick, allow_open=True)
             t.row[f"{name} downtime_s"] = d.downtime_s
+            t.row[f"{name} lost_probes"] = d.lost_probes
 
     def _phases(self, t: Trial) -> None:
         if not self.marks or t.downtime is None or not t.downtime.seen:
@@ -320,31 +321,51 @@ class Experiment:
         rows: list[dict[str, Any]] = []
         done: list[Trial] = []
         for i in range(trials):
-            t = Trial(i, self.name)
-            if progress:
-                print(f"{time.strftime('%H:%M:%S')} {self.name} {i}: starting", flush=True)
-            try:
-                self.trial(i, t)
-                done.append(t)
-                rows.append({"trial": i, **self.row(t), "error": None})
-                if progress:
-                    steps = ", ".join(f"{k} {v:.0f}" for k, v in t.timings.items())
-                    print(f"{self.name} {i}: {self._brief(rows[-1])} [s: {steps}]", flush=True)
-            except Exception as exc:  # noqa: BLE001 - reported with the lab's own explanation
-                why = ""
-                if self.diagnose:
-                    try:
-                        why = self.diagnose(t, exc)
-                    except Exception as e2:  # noqa: BLE001
-                        why = f"(diagnose failed: {type(e2).__name__}: {e2})"
-                rows.append({"trial": i, "error": f"{type(exc).__name__}: {exc}", "diagnostics": why or None})
-                if progress:
-                    print(f"{self.name} {i}: FAILED {type(exc).__name__}: {exc}\n{why}", flush=True)
-                if not keep_going:
-                    raise ExperimentError(f"{self.name}: trial {i} of {trials} failed: {type(exc).__name__}: {exc}",
-                                          _frame(rows), why) from exc
-                traceback.print_exc()
+            self._one(i, trials, rows, done, keep_going=keep_going, progress=progress)
         return Run(self.name, _frame(rows), done, settle=self.settle)
+
+    def _one(self, i: int, trials: int, rows: list[dict[str, Any]], done: list[Trial], *, keep_going: bool,
+             progress: bool) -> None:
+        """Trial ``i`` of ``trials``: its row (or its error) appended to ``rows``."""
+        t = Trial(i, self.name)
+        if progress:
+            print(f"{time.strftime('%H:%M:%S')} {self.name} {i}: starting", flush=True)
+        try:
+            self.trial(i, t)
+            done.append(t)
+            rows.append({"trial": i, **self.row(t), "error": None})
+            if progress:
+                steps = ", ".join(f"{k} {v:.0f}" for k, v in t.timings.items())
+                print(f"{self.name} {i}: {self._brief(rows[-1])} [s: {steps}]", flush=True)
+        except Exception as exc:  # noqa: BLE001 - reported with the lab's own explanation
+            why = ""
+            if self.diagnose:
+                try:
+                    why = self.diagnose(t, exc)
+                except Exception as e2:  # noqa: BLE001
+                    why = f"(diagnose failed: {type(e2).__name__}: {e2})"
+            rows.append({"trial": i, "error": f"{type(exc).__name__}: {exc}", "diagnostics": why or None})
+            if progress:
+                print(f"{self.name} {i}: FAILED {type(exc).__name__}: {exc}\n{why}", flush=True)
+            if not keep_going:
+                raise ExperimentError(f"{self.name}: trial {i} of {trials} failed: {type(exc).__name__}: {exc}",
+                                      _frame(rows), why) from exc
+            traceback.print_exc()
+
+    @staticmethod
+    def run_together(experiments: Mapping[str, "Experiment"], trials: int, *, keep_going: bool = False,
+                     progress: bool = False) -> dict[str, Run]:
+        """Trial 0 of every experiment in order, then trial 1 of each, ...: for scenarios that
+        leave the lab where the next one starts (the paper's "stop pathA, start pathA" test: a
+        stop's trial need not restore what the next start does anyway).  Returns ``{key: Run}``."""
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            raise ValueError(f"trials must be an integer >= 1, got {trials!r}")
+        rows: dict[str, list] = {k: [] for k in experiments}
+        done: dict[str, list] = {k: [] for k in experiments}
+        for i in range(trials):
+            for k, e in experiments.items():
+                e._one(i, trials, rows[k], done[k], keep_going=keep_going, progress=progress)
+        return {k: Run(e.name, _frame(rows[k]), done[k], settle=e.settle) for k, e in experiments.items()}
 
     @staticmethod
     def _brief(row: Mapping[str, Any]) -> str:

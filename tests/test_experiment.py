@@ -196,3 +196,30 @@ def test_a_stall_still_open_when_the_probe_stops_counts_as_a_stall_not_the_failo
     assert len(open_stalls) == 1
     assert 0.9 < run.trials.stalls_s[0] < 1.1
     assert run.trials.stalls_s[0] == pytest.approx(open_stalls[0].duration_lower, abs=1e-3)
+
+
+def test_run_together_interleaves_trials_and_keeps_a_table_per_experiment():
+    """Trial 0 of each, then trial 1 of each: a stop's trial leaves the lab where the start's begins."""
+    calls: list = []
+    log = synthetic_log([(6.0, 7.0)])
+    stop = make(log, calls, prepare=lambda t: calls.append(("prepare", "stop", t.index)))
+    start = make(log, calls, prepare=lambda t: calls.append(("prepare", "start", t.index)))
+    runs = Experiment.run_together({"stop": stop, "start": start}, 2)
+    order = [c[1:] for c in calls if c[0] == "prepare"]
+    assert order == [("stop", 0), ("start", 0), ("stop", 1), ("start", 1)]
+    assert set(runs) == {"stop", "start"}
+    assert list(runs["stop"].trials.trial) == [0, 1] and list(runs["start"].trials.trial) == [0, 1]
+    assert 0.95 < runs["start"].trials.downtime_s[1] < 1.05
+
+
+def test_run_together_stops_at_the_first_failed_trial():
+    calls: list = []
+    log = synthetic_log([(6.0, 7.0)])
+
+    def broken(t):
+        raise RuntimeError("router did not come back")
+
+    ok = make(log, calls)
+    bad = make(log, calls, prepare=broken)
+    with pytest.raises(ExperimentError, match="trial 0 of 3 failed: RuntimeError: router did not come back"):
+        Experiment.run_together({"ok": ok, "bad": bad}, 3)

@@ -54,7 +54,7 @@ def blocks(conf: str) -> dict[str, list[str]]:
         if node is None:
             if line.startswith(" "):
                 raise AssertionError(f"indented line outside a node: {line!r}")
-            if line.startswith(("interface ", "router ospf", "bfd")):
+            if line.startswith(("interface ", "router ospf", "bfd", "route-map ")):
                 node = line
                 assert node not in out, f"{node!r} twice"
                 out[node] = []
@@ -102,7 +102,13 @@ def test_router_id_is_the_eth0_address(topo, router):
     assert ospf.count(f"ospf router-id {router_id}") == 1
     eth0 = next(l for l in topo.hosts[router].links if l.iface == "eth0")
     assert str(eth0.address.ip) == router_id  # the topology agrees with the paper
-    assert "redistribute connected" in ospf
+    assert "redistribute connected route-map CONNECTED" in ospf
+
+
+def test_the_management_network_is_not_redistributed(topo):
+    conf = Frr(topo).config("router1")
+    deny = conf.index("route-map CONNECTED deny 10")
+    assert conf.index("match interface mgmt0", deny) < conf.index("route-map CONNECTED permit 20", deny)
 
 
 @pytest.mark.parametrize("router", list(PAPER))

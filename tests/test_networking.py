@@ -162,6 +162,10 @@ class FakeProbe:
         self.waited.append(after)
         return after
 
+    def wait_answering(self, span=1.0, timeout=120.0):
+        self.answering = getattr(self, "answering", 0) + 1
+        return T0
+
     def log(self):
         return self._log
 

@@ -731,3 +731,18 @@ def test_wait_recovered_needs_an_outage_then_a_quick_success():
         p.wait_recovered(1.0, timeout=0.05, interval=0.01)
     p.host = FakeHost(back + quick(50, 21.3, 5), now=21.8)
     assert p.wait_recovered(1.0, timeout=1) == pytest.approx(21.01)
+
+
+def test_icmp_source_address_is_used(netns, kw, started):
+    """``source=`` binds the probe to one of the host's addresses: the replies come back to it
+    (and the header says which), an address the host lacks fails at once, naming it."""
+    subprocess.run(["ip", "netns", "exec", netns, "ip", "addr", "add", "127.0.0.9/8", "dev", "lo"], check=False)
+    host = LocalHost("client", netns=netns)
+    p = probes.icmp(host, "127.0.0.1", hz=50, timeout=0.2, source="127.0.0.9", **kw)
+    run_for(p, started, 0.5)
+    df = p.log()
+    assert p.header["source"] == "127.0.0.9"
+    assert len(df) >= 10 and df["ok"].all()
+    bad = probes.icmp(host, "127.0.0.1", hz=50, timeout=0.2, source="192.0.2.77", **kw)
+    with pytest.raises(Exception, match="192.0.2.77|Cannot assign|EADDRNOTAVAIL"):
+        run_for(bad, started, 0.5)

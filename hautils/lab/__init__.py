@@ -82,6 +82,12 @@ def _make_key(path: Path) -> str:
     return pub.decode()
 
 
+
+def _abs_source(source: str) -> str:
+    """The topology file as an absolute path, so ``Lab.attach`` finds it from any directory."""
+    p = Path(source)
+    return str(p.resolve()) if p.exists() else source
+
 class Lab:
     """A running lab of UML VMs built from a topology (a name in ``labs/``, a path, or a ``Topology``)."""
 
@@ -207,7 +213,7 @@ class Lab:
         if self.backend:
             vms = {h: {"pgid": vm.pgid, "started": vm.started} for h, vm in self.backend.vms.items()}
         state.write(self.name, {
-            "name": self.name, "topology": self.topology.source, "netns": f"{state.NETNS_PREFIX}{self.name}",
+            "name": self.name, "topology": _abs_source(self.topology.source), "netns": f"{state.NETNS_PREFIX}{self.name}",
             "workdir": str(self.workdir), "image": str(self.backend.image) if self.backend else None,
             "owner_pid": os.getpid(), "keep": self.keep, "vms": vms,
             "mgmt": {h.name: str(h.mgmt.address.ip) for h in self.topology.hosts.values()},

@@ -300,6 +300,42 @@ class Probe:
             time.sleep(interval)
         return True
 
+    def wait_answering(self, span: float = 1.0, timeout: float = 120.0, interval: float = 0.5) -> float:
+        """Wait until every attempt of the last ``span`` seconds (by the guest's clock) was
+        answered, and there were at least half as many as ``hz`` asks for; returns the guest's
+        time then.  For faults whose end the network announces before the client sees it (a
+        route that points at a router which cannot forward yet): call after that, so that a
+        trial does not end inside an outage that has not shown yet."""
+        q = shlex.quote(self.log_path)
+        need = max(1, int(span * self.hz / 2))
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.host.run(f"date +%s.%N; tail -n {max(50, int(4 * span * self.hz))} {q}",
+                                check=False, timeout=30).stdout
+            lines = out.splitlines()
+            try:
+                now = float(lines[0].replace(",", "."))
+            except (IndexError, ValueError):
+                now = None
+            late = self.timeout or 0.0
+            recent = []
+            for line in lines[1:]:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if "seq" in r and "sent" in r and now is not None and r["sent"] >= now - span - late:
+                    recent.append(r)
+            # attempts old enough to have their answer (or their timeout) in the log
+            window = [r for r in recent if r["sent"] <= now - late and r["sent"] >= now - late - span]
+            if len(window) >= need and all(r.get("ok") for r in window):
+                return now
+            if time.monotonic() > deadline:
+                bad = sum(not r.get("ok") for r in window)
+                raise ProbeError(f"probe {self.name} on {self.host.name}: {bad} of the last {len(window)} attempts "
+                                 f"unanswered still, {timeout:g} s on (wanted {span:g} s of answers)")
+            time.sleep(interval)
+
     def wait_recovered(self, after: float, timeout: float = 180.0, max_latency: float = 0.5,
                        interval: float = 0.5, settle: float = 0.5) -> float:
         """Wait until the probe has seen an outage after ``after`` (epoch s: the fault) and
@@ -438,9 +474,11 @@ class WriteProbe(Probe):
 
 
 def icmp(host, target: str, hz: float = 100, name: str | None = None, timeout: float = 1.0, *,
-         socket: str = "auto", size: int = 56, **kw) -> Probe:
-    """ICMP echo to ``target`` (IPv4 or IPv6): ``ok`` on the matching reply; ``rtt_ms``, ``ttl``."""
-    opts = ["--target", target, "--socket", socket, "--size", str(size)]
+         socket: str = "auto", size: int = 56, source: str | None = None, **kw) -> Probe:
+    """ICMP echo to ``target`` (IPv4 or IPv6): ``ok`` on the matching reply; ``rtt_ms``, ``ttl``.
+    ``source``: send from this address of the host (pins the flow to one of several
+    equal-cost paths, which routers choose by hashing source and destination)."""
+    opts = ["--target", target, "--socket", socket, "--size", str(size)] + (["--source", source] if source else [])
     return Probe(host, "icmp", opts, hz=hz, name=name or f"icmp-{target}", target=target,
                  timeout=timeout, **kw)
 

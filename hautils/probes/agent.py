@@ -283,6 +283,10 @@ class IcmpProber(Prober):
         if sock is None:
             # unprivileged "ping socket": needs net.ipv4.ping_group_range to cover our group
             sock = socket.socket(fam, socket.SOCK_DGRAM, proto)
+        if getattr(args, "source", None):
+            # a chosen source address: with equal-cost routes the routers hash (source,
+            # destination) onto one path, so the source pins the flow to a path
+            sock.bind((args.source, 0))
         sock.setblocking(False)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -304,7 +308,8 @@ class IcmpProber(Prober):
         agent.sel.register(sock, selectors.EVENT_READ, self.on_read)
 
     def info(self):
-        return {"target": self.args.target, "socket": "raw" if self.raw else "dgram",
+        return {"target": self.args.target, "source": getattr(self.args, "source", None),
+                "socket": "raw" if self.raw else "dgram",
                 "ident": self.ident if self.raw else None, "size": len(self.filler) + 16,
                 "recv_stamp": "kernel" if self.kstamp else "user"}
 
@@ -1187,6 +1192,7 @@ def parse_args(argv):
     s.add_argument("--target", required=True)
     s.add_argument("--socket", choices=("auto", "raw", "dgram"), default="auto")
     s.add_argument("--size", type=int, default=56, help="ICMP payload bytes (>= 16)")
+    s.add_argument("--source", help="source address (one of the host's)")
     s = sub.add_parser("tcp", parents=[common])
     s.add_argument("--target", required=True)
     s.add_argument("--port", type=int, required=True)

@@ -39,7 +39,7 @@ from ..services.bonding import PRIMARY_MODES, Bond
 from ..services.keepalived import VRRP_MARKS, holders, wait_master
 
 __all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "ospf_event", "ospf_sequence",
-           "ospf_marks", "flow_path", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
+           "ospf_marks", "flow_path", "pin_flows", "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
            "VRRP_MARKS"]
 
 # -- link level: a pulled cable under a bond ------------------------------------------------------
@@ -294,9 +294,10 @@ def vrrp_power_failure(lab, routers: Sequence[str], client: str, target_ip: str,
 OSPF_FLOW = {"client": "host1", "client_ip": "10.10.10.2", "target": "10.10.15.2",
              "ingress": ("router1", "eth1"), "egress": ("router2", "eth3")}
 #: ospfd's adjacency log lines (FRR ospfd/ospf_nsm.c, with ``log-adjacency-changes``):
-#: ``AdjChg: Nbr 192.168.103.92(default) on eth2:10.10.11.2: Full -> Deleted (InactivityTimer)``.
-ADJ_DOWN = r"AdjChg: Nbr \S+ on \S+: Full -> (Deleted|Init|Down|ExStart)"
-ADJ_FULL = r"AdjChg: Nbr \S+ on \S+: \S+ -> Full"
+#: ``AdjChg: Nbr 192.168.103.98, NbrIP 10.10.13.1 (default) on eth3:10.10.13.2: Full -> Deleted
+#: (InactivityTimer)`` (FRR 8.4.4 in the lab).
+ADJ_DOWN = r"AdjChg: Nbr \S+ .*?: Full -> (Deleted|Init|Down|ExStart)"
+ADJ_FULL = r"AdjChg: Nbr \S+ .*?: \S+ -> Full"
 #: The paper's failure test, in its order: (results id, action, which path router).
 OSPF_SEQUENCE = (("ospf-stop-pathA", "stop", "first"), ("ospf-start-pathA", "start", "first"),
                  ("ospf-stop-pathB", "stop", "second"), ("ospf-start-pathB", "start", "second"))
@@ -379,7 +380,7 @@ def _routes(lab, f, owners) -> dict[str, list[str]]:
 
 def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow: Mapping[str, Any] | None = None,
                before_s: float = 2, after_s: float = 2, timeout_s: float = 120, converge_timeout_s: float = 300,
-               poll_s: float = 1.0, after_boot: Callable[[Any], Any] | None = None, label: str | None = None,
+               poll_s: float = 1.0, also_hz: float | None = None, restore: bool = True, after_boot: Callable[[Any], Any] | None = None, label: str | None = None,
                sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                now: Callable[[], float] = time.time) -> Experiment:
     """One event of the paper's failure test (section 3.3.3) on a path router while host1 pings
@@ -397,6 +398,11 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
 
     ``frr``: the :class:`~hautils.services.frr.Frr` in use (default: one for the lab's
     topology; only its start and stop are used).  ``flow``: overrides of :data:`OSPF_FLOW`.
+    ``also_hz``: a second ICMP probe at that rate beside the main one (``1``: the paper's own
+    ``ping``), so one trial gives both resolutions; its row columns are ``"<rate> Hz downtime_s"``
+    and ``"<rate> Hz lost_probes"``.
+    ``restore=False``: a stop's trial leaves FRR stopped, for a start's trial that follows it
+    (:func:`ospf_paper_test`).
     ``after_boot(host)``: what the router needs after a power failure besides FRR (a runtime
     sysctl such as ``rp_filter`` is lost with the reboot).
     Row: ``action``, ``router``, ``path out``, ``path back``, ``on path`` (the flow crossed the
@@ -414,6 +420,7 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
                          "so there is no failover to measure; pick a path router")
     _positive(hz, "hz")
     _positive(poll_s, "poll_s")
+    _positive(also_hz, "also_hz", allow_none=True)
     if frr is None:
         from ..services.frr import Frr
 
@@ -465,13 +472,16 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
     def recovered(t: Trial) -> None:
         # the network's view, not the probe's: at the paper's 1 Hz a stop may lose no ping at all
         wait_routes(action == "start", converge_timeout_s)
+        # ... and then the client's: routes that point at a router which cannot forward yet
+        # (a restarted one whose own routes are still missing or loop) are no recovery
+        t.probe.wait_answering(span=1.0, timeout=timeout_s)
 
     def during(t: Trial) -> None:
         path = flow_path(lab, **f)
         t.row.update({"path out after": path["out"], "path back after": path["back"]})
 
-    def restore(t: Trial) -> None:
-        if action == "start":
+    def restore_(t: Trial) -> None:
+        if action == "start" or (action == "stop" and not restore):
             return
         if action == "power":
             lab.power_on(router)
@@ -486,23 +496,81 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
             "ip route show", "vtysh -c 'show ip ospf neighbor' 2>&1 | head -n 20",
             f"journalctl -o short-precise --no-pager --since=@{since:.3f} -t ospfd -t zebra -t bfdd | tail -n 40"])
 
+    def probe(t: Trial):
+        src = f["client_ip"]
+        main = probes.icmp(lab[f["client"]], f["target"], hz=hz, name=f"{slug}-{t.index}", source=src)
+        if also_hz is None:
+            return main
+        return {main.name: main, f"{also_hz:g} Hz": probes.icmp(lab[f["client"]], f["target"], hz=also_hz,
+                                                                  name=f"{slug}-{also_hz:g}hz-{t.index}", source=src)}
+
     return Experiment(
         name, prepare=prepare,
-        probe=lambda t: probes.icmp(lab[f["client"]], f["target"], hz=hz, name=f"{slug}-{t.index}"),
-        fault=fault, recovered=recovered, during=during, restore=restore, marks=marks,
+        probe=probe, fault=fault, recovered=recovered, during=during, restore=restore_, marks=marks,
         journals=lambda t: [lab[e] for e in ends], final_phase="routes converge, client answers",
         diagnose=diagnose, before_s=before_s, after_s=after_s, timeout_s=timeout_s, stall_s=None)
 
 
+def pin_flows(lab, routers: Sequence[str] = ("patha", "pathb"), *, hosts: Sequence[int] = range(10, 60),
+              **flow: Any) -> dict[str, str]:
+    """A source address on the client for each path router whose flow crosses it both ways.
+
+    With two equal-cost paths, router1 and router2 each hash a packet's (source, destination)
+    onto one next hop (``fib_multipath_hash_policy`` 0), so one flow always takes one path out
+    and one back, not necessarily the same one, and which is fixed by the addresses.  To test
+    a path router, the probe needs a flow that crosses it both ways: this adds addresses
+    ``<client subnet>.<n>`` (n in ``hosts``) to the client's NIC and asks both end routers
+    (:func:`flow_path`) where each would go, while both paths are up.  Returns
+    ``{router: address}``; raises naming the routers no candidate pins."""
+    f = _flow(lab, flow)
+    routers = [_host(lab, r, "routers") for r in routers]
+    client = lab.topology.hosts[f["client"]]
+    link = next((l for l in client.links if l.address is not None and f["client_ip"] == str(l.address.ip)), None)
+    if link is None:
+        raise ValueError(f"client_ip={f['client_ip']}: not an address of {f['client']} in the topology")
+    net = link.address.network
+    taken = _address_owners(lab.topology)
+    candidates = [str(net.network_address + n) for n in hosts
+                  if str(net.network_address + n) not in taken and net.network_address + n in net]
+    lab[f["client"]].run("; ".join(f"ip addr replace {a}/{net.prefixlen} dev {link.iface}" for a in candidates),
+                         timeout=60)
+    found: dict[str, str] = {}
+    for a in candidates:
+        path = flow_path(lab, **{**f, "client_ip": a})
+        if path["out"] == path["back"] and path["out"] in routers and path["out"] not in found:
+            found[path["out"]] = a
+        if len(found) == len(routers):
+            return {r: found[r] for r in routers}
+    raise RuntimeError(f"pin_flows: no source among {candidates[0]}..{candidates[-1]} crosses "
+                       f"{', '.join(r for r in routers if r not in found)} both ways; are both paths up "
+                       f"(ECMP routes on {f['ingress'][0]} and {f['egress'][0]})?")
+
+
 def ospf_sequence(lab, frr=None, *, first: str = "patha", second: str = "pathb",
-                  **kw: Any) -> dict[str, Experiment]:
+                  flows: Mapping[str, str] | None = None, chained: bool = False, **kw: Any) -> dict[str, Experiment]:
     """The paper's four events as experiments, keyed by their ``results/03-networking.json``
     ids: stop and start ``first`` (the paper's pathA, which carried the traffic), then stop and
     start ``second`` while ``first`` carries it.  :func:`flow_path` tells which router that is
     on a given boot (ECMP hashes each flow onto one path).  ``kw`` goes to :func:`ospf_event`
-    (``hz=1`` for the paper's own ping)."""
+    (``hz=1`` for the paper's own ping).  ``flows``: ``{router: client source address}`` from
+    :func:`pin_flows`, so that each event's probe crosses its router.  ``chained``: each stop
+    leaves FRR stopped for the start after it (run them with :func:`ospf_paper_test`)."""
     routers = {"first": first, "second": second}
     if _host(lab, first, "first") == _host(lab, second, "second"):
         raise ValueError(f"first and second are both {first!r}: the sequence needs the two path routers")
-    return {key: ospf_event(lab, routers[which], action, frr=frr, label=f"{key} ({routers[which]})", **kw)
+    def flow(router: str) -> dict[str, Any]:
+        return {"flow": {**kw.get("flow", {}), "client_ip": flows[router]}} if flows and router in flows else {}
+
+    rest = {k: v for k, v in kw.items() if k != "flow" or not flows}
+    return {key: ospf_event(lab, routers[which], action, frr=frr, label=f"{key} ({routers[which]})",
+                            **{**rest, **flow(routers[which]), **({"restore": False} if chained else {})})
             for key, action, which in OSPF_SEQUENCE}
+
+
+def ospf_paper_test(lab, trials: int, frr=None, *, progress: bool = False, **kw: Any) -> dict[str, Any]:
+    """The paper's failure test (section 3.3.3), ``trials`` times: stop FRR on the first path
+    router, start it, stop the second, start it; each trial's four events in that order, so a
+    stop leaves the router where its start begins (no extra restart between them).  ``kw`` goes
+    to :func:`ospf_sequence` (``first``, ``flows``, ``hz``, ``also_hz`` ...).  Returns
+    ``{results id: Run}``."""
+    return Experiment.run_together(ospf_sequence(lab, frr, chained=True, **kw), trials, progress=progress)

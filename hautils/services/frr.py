@@ -57,13 +57,14 @@ suppress-ra``) and tools/etc/frr/daemons (the daemons file's format).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
 
 from ..errors import CommandError
 from ..topology import Host as TopoHost
-from ..topology import Topology, load
+from ..topology import MGMT_IFACE, Topology, load
 from . import render
 
 DAEMONS = "/etc/frr/daemons"
@@ -102,6 +103,12 @@ class Frr:
     # paper, which lost 5 pings when a path router came back (section 3.3.3); whether this
     # helps is for the chapter to measure
     max_metric_on_startup: int | None = None
+    # OSPF's MinLSInterval (RFC 2328: a router re-originates an LSA at most once per 5 s) and
+    # MinLSArrival (a neighbour accepts a new instance at most once per 1 s), FRR's
+    # "timers throttle lsa all" and "timers lsa min-arrival", in ms; None: FRR's defaults
+    # (5000 and 1000), as in the paper.  A restarted router's own LSAs wait on them: see the chapter
+    lsa_min_interval_ms: int | None = None
+    lsa_min_arrival_ms: int | None = None
     bfd: bool = False  # not in the paper: BFD sessions to every OSPF neighbour (bfdd)
     bfd_profile: str = "fast"
     # FRR's own defaults (bfd.rst), written out so that readers see them: a neighbour is
@@ -128,6 +135,10 @@ class Frr:
                                  "hellos (OSPF's usual choice is 4 x hello_interval)")
         if self.max_metric_on_startup is not None:
             self._check_range("max_metric_on_startup", self.max_metric_on_startup, 5, 86400)
+        if self.lsa_min_interval_ms is not None:
+            self._check_range("lsa_min_interval_ms", self.lsa_min_interval_ms, 0, 5000)
+        if self.lsa_min_arrival_ms is not None:
+            self._check_range("lsa_min_arrival_ms", self.lsa_min_arrival_ms, 0, 600000)
         if self.bfd:
             if not NAME_RE.match(self.bfd_profile):
                 raise ValueError(f"bfd_profile={self.bfd_profile!r}: one word of letters, digits, '_', '.', '-'")
@@ -193,6 +204,54 @@ class Frr:
                 seen.append(net)
         return seen
 
+    def neighbours(self, router) -> dict[str, str]:
+        """The OSPF neighbours ``router`` must reach Full with: {router-id: host name}, i.e. the
+        other routers on its OSPF links (the paper's ``show ip ospf neighbor`` lists them)."""
+        host = self._router(router)
+        out: dict[str, str] = {}
+        for link in self._ospf_links(host):
+            for peer in self._peers(host, link.network):
+                if self.topology.hosts[peer].role == "router":
+                    out[self._router_id(self._router(peer))] = peer
+        return out
+
+    def all_networks(self) -> list[str]:
+        """Every network some router declares in OSPF: each router must end up with a route to each."""
+        nets: list[str] = []
+        for r in self.routers:
+            nets += [n for n in self.networks(r) if n not in nets]
+        return nets
+
+    def converged(self, host) -> list[str]:
+        """What ``host`` (a router, in the lab) still lacks: neighbours not Full, networks without
+        a kernel route.  Empty when it has converged."""
+        name = _name(host)
+        want = self.neighbours(name)
+        res = host.run("vtysh -c 'show ip ospf neighbor json'; echo '#'; ip -j route show", check=False, timeout=30)
+        nbr_text, _, route_text = res.stdout.partition("\n#\n")
+        try:
+            nbrs = json.loads(nbr_text or "{}").get("neighbors", {})
+            routes = json.loads(route_text or "[]")
+        except ValueError:
+            return [f"{name}: ospfd not answering ({(res.stdout + res.stderr).strip()[:120]!r})"]
+        missing = [f"{name}: neighbour {peer} ({rid}) not Full" for rid, peer in want.items()
+                   if not any(str(n.get("nbrState", "")).startswith("Full") for n in nbrs.get(rid, []))]
+        have = {r.get("dst") for r in routes}
+        missing += [f"{name}: no route to {net}" for net in self.all_networks() if net not in have]
+        return missing
+
+    def wait_converged(self, hosts, timeout: float = 120, interval: float = 0.5) -> float:
+        """Wait until every router in ``hosts`` has all its adjacencies Full and a kernel route to
+        every OSPF network; returns the seconds it took.  The error names what is still missing."""
+        start = time.monotonic()
+        while True:
+            missing = [m for h in hosts for m in self.converged(h)]
+            if not missing:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"OSPF not converged after {timeout:g} s: " + "; ".join(missing))
+            time.sleep(interval)
+
     # -- the files -------------------------------------------------------------------------------
 
     def daemons(self, router) -> str:
@@ -221,8 +280,10 @@ class Frr:
                       router_id_iface=self.router_id_iface, interfaces=interfaces, networks=self.networks(host),
                       area=self.area, hello_interval=self.hello_interval, dead_interval=self.dead_interval,
                       hello_multiplier=self.hello_multiplier, max_metric_on_startup=self.max_metric_on_startup,
+                      lsa_min_interval_ms=self.lsa_min_interval_ms, lsa_min_arrival_ms=self.lsa_min_arrival_ms,
                       bfd=self.bfd, bfd_profile=self.bfd_profile, bfd_receive_ms=self.bfd_receive_ms,
-                      bfd_transmit_ms=self.bfd_transmit_ms, bfd_detect_multiplier=self.bfd_detect_multiplier)
+                      bfd_transmit_ms=self.bfd_transmit_ms, bfd_detect_multiplier=self.bfd_detect_multiplier,
+                      mgmt_iface=MGMT_IFACE)
 
     # -- life cycle (in the lab) -----------------------------------------------------------------
 
@@ -236,7 +297,8 @@ class Frr:
         daemons, conf = self.daemons(host.name), self.config(host.name)  # refuses a non-router first
         host.put(DAEMONS, daemons, mode=0o640)
         host.put(CONF, conf, mode=0o640)
-        host.run(f"chown frr:frr {DAEMONS} {CONF}", timeout=30)
+        # sync: a power failure soon after (the chapter causes them) must not lose the files
+        host.run(f"chown frr:frr {DAEMONS} {CONF} && sync", timeout=30)
         res = host.run(CHECK, check=False, timeout=60)
         out = (res.stdout + res.stderr).strip()
         if not res.ok or VTYSH_ERROR.search(out):
