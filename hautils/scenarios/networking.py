@@ -39,7 +39,7 @@ from ..services.bonding import PRIMARY_MODES, Bond
 from ..services.keepalived import VRRP_MARKS, holders, wait_master
 
 __all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "ospf_event", "ospf_sequence",
-           "ospf_marks", "flow_path", "pin_flows", "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
+           "ospf_marks", "flow_path", "flow_sources", "pin_flows", "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
            "VRRP_MARKS"]
 
 # -- link level: a pulled cable under a bond ------------------------------------------------------
@@ -380,7 +380,8 @@ def _routes(lab, f, owners) -> dict[str, list[str]]:
 
 def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow: Mapping[str, Any] | None = None,
                before_s: float = 2, after_s: float = 2, timeout_s: float = 120, converge_timeout_s: float = 300,
-               poll_s: float = 1.0, also_hz: float | None = None, restore: bool = True, after_boot: Callable[[Any], Any] | None = None, label: str | None = None,
+               poll_s: float = 1.0, also_hz: float | None = None, restore: bool = True,
+               sources: Sequence[str] | None = None, pins: dict[str, str] | None = None, after_boot: Callable[[Any], Any] | None = None, label: str | None = None,
                sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                now: Callable[[], float] = time.time) -> Experiment:
     """One event of the paper's failure test (section 3.3.3) on a path router while host1 pings
@@ -401,6 +402,10 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
     ``also_hz``: a second ICMP probe at that rate beside the main one (``1``: the paper's own
     ``ping``), so one trial gives both resolutions; its row columns are ``"<rate> Hz downtime_s"``
     and ``"<rate> Hz lost_probes"``.
+    ``sources``: client addresses (:func:`flow_sources`); before each trial the probe takes one
+    whose flow crosses the router both ways (the routers' ECMP hash decides, and the order of
+    their next hops changes when a router comes back, so this is asked again each time; a start
+    uses the address its router carried before it stopped, kept in ``pins``).
     ``restore=False``: a stop's trial leaves FRR stopped, for a start's trial that follows it
     (:func:`ospf_paper_test`).
     ``after_boot(host)``: what the router needs after a power failure besides FRR (a runtime
@@ -426,6 +431,7 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
 
         frr = Frr(lab.topology)
     owners = _address_owners(lab.topology)
+    pins = {} if pins is None else pins
     name = label or f"OSPF {action} {router}"
     slug = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
 
@@ -449,13 +455,28 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
                                    f"{timeout:g} s; next hops now: {hops}")
             sleep(poll_s)
 
+    def pick_source(t: Trial) -> None:
+        """While the router carries traffic: a client address whose flow crosses it both ways."""
+        if sources:
+            for src in sources:
+                p = flow_path(lab, **{**f, "client_ip": src})
+                if p["out"] == router and p["back"] == router:
+                    pins[router] = src
+                    return
+
     def prepare(t: Trial) -> None:
         if action == "start":
+            if sources and router not in pins and lab[router].run("systemctl is-active --quiet frr", check=False,
+                                                                  timeout=30).ok:
+                wait_routes(True, converge_timeout_s)
+                pick_source(t)
             frr.stop(lab[router])
             wait_routes(False, converge_timeout_s)
         else:
             wait_routes(True, converge_timeout_s)
-        path = flow_path(lab, **f)
+            pick_source(t)
+        t.src = pins.get(router, f["client_ip"])
+        path = flow_path(lab, **{**f, "client_ip": t.src})
         t.set(on_path=router in path.values())
         t.row.update({"action": action, "router": router, "path out": path["out"], "path back": path["back"],
                       "on path": t.on_path})
@@ -477,7 +498,7 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
         t.probe.wait_answering(span=1.0, timeout=timeout_s)
 
     def during(t: Trial) -> None:
-        path = flow_path(lab, **f)
+        path = flow_path(lab, **{**f, "client_ip": t.src})
         t.row.update({"path out after": path["out"], "path back after": path["back"]})
 
     def restore_(t: Trial) -> None:
@@ -497,7 +518,8 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
             f"journalctl -o short-precise --no-pager --since=@{since:.3f} -t ospfd -t zebra -t bfdd | tail -n 40"])
 
     def probe(t: Trial):
-        src = f["client_ip"]
+        src = t.src
+        t.row["source"] = src
         main = probes.icmp(lab[f["client"]], f["target"], hz=hz, name=f"{slug}-{t.index}", source=src)
         if also_hz is None:
             return main
@@ -511,19 +533,11 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
         diagnose=diagnose, before_s=before_s, after_s=after_s, timeout_s=timeout_s, stall_s=None)
 
 
-def pin_flows(lab, routers: Sequence[str] = ("patha", "pathb"), *, hosts: Sequence[int] = range(10, 60),
-              **flow: Any) -> dict[str, str]:
-    """A source address on the client for each path router whose flow crosses it both ways.
-
-    With two equal-cost paths, router1 and router2 each hash a packet's (source, destination)
-    onto one next hop (``fib_multipath_hash_policy`` 0), so one flow always takes one path out
-    and one back, not necessarily the same one, and which is fixed by the addresses.  To test
-    a path router, the probe needs a flow that crosses it both ways: this adds addresses
-    ``<client subnet>.<n>`` (n in ``hosts``) to the client's NIC and asks both end routers
-    (:func:`flow_path`) where each would go, while both paths are up.  Returns
-    ``{router: address}``; raises naming the routers no candidate pins."""
+def flow_sources(lab, hosts: Sequence[int] = range(10, 30), **flow: Any) -> list[str]:
+    """Extra addresses ``<client subnet>.<n>`` (n in ``hosts``) on the client's NIC, to send
+    probes from: each (source, destination) pair is one flow, which the routers' ECMP hash puts
+    on one path, so among a few sources some cross each path (:func:`pin_flows`)."""
     f = _flow(lab, flow)
-    routers = [_host(lab, r, "routers") for r in routers]
     client = lab.topology.hosts[f["client"]]
     link = next((l for l in client.links if l.address is not None and f["client_ip"] == str(l.address.ip)), None)
     if link is None:
@@ -532,38 +546,52 @@ def pin_flows(lab, routers: Sequence[str] = ("patha", "pathb"), *, hosts: Sequen
     taken = _address_owners(lab.topology)
     candidates = [str(net.network_address + n) for n in hosts
                   if str(net.network_address + n) not in taken and net.network_address + n in net]
+    if not candidates:
+        raise ValueError(f"hosts={hosts!r}: no free address of {net} among them")
     lab[f["client"]].run("; ".join(f"ip addr replace {a}/{net.prefixlen} dev {link.iface}" for a in candidates),
                          timeout=60)
+    return candidates
+
+
+def pin_flows(lab, routers: Sequence[str] = ("patha", "pathb"), *, sources: Sequence[str] | None = None,
+              **flow: Any) -> dict[str, str]:
+    """A source address on the client for each path router whose flow crosses it both ways, now.
+
+    With two equal-cost paths, router1 and router2 each hash a packet's (source, destination)
+    onto one next hop (``fib_multipath_hash_policy`` 0), so one flow takes one path out and one
+    back, not necessarily the same one.  This asks both end routers (:func:`flow_path`) where
+    the flow from each of ``sources`` (default: :func:`flow_sources`) goes, while both paths
+    are up.  Returns ``{router: address}``; raises naming the routers no source pins."""
+    f = _flow(lab, flow)
+    routers = [_host(lab, r, "routers") for r in routers]
+    sources = list(sources) if sources is not None else flow_sources(lab, **flow)
     found: dict[str, str] = {}
-    for a in candidates:
+    for a in sources:
         path = flow_path(lab, **{**f, "client_ip": a})
         if path["out"] == path["back"] and path["out"] in routers and path["out"] not in found:
             found[path["out"]] = a
         if len(found) == len(routers):
             return {r: found[r] for r in routers}
-    raise RuntimeError(f"pin_flows: no source among {candidates[0]}..{candidates[-1]} crosses "
+    raise RuntimeError(f"pin_flows: no source among {sources[0]}..{sources[-1]} crosses "
                        f"{', '.join(r for r in routers if r not in found)} both ways; are both paths up "
                        f"(ECMP routes on {f['ingress'][0]} and {f['egress'][0]})?")
 
 
 def ospf_sequence(lab, frr=None, *, first: str = "patha", second: str = "pathb",
-                  flows: Mapping[str, str] | None = None, chained: bool = False, **kw: Any) -> dict[str, Experiment]:
+                  sources: Sequence[str] | None = None, chained: bool = False, **kw: Any) -> dict[str, Experiment]:
     """The paper's four events as experiments, keyed by their ``results/03-networking.json``
     ids: stop and start ``first`` (the paper's pathA, which carried the traffic), then stop and
     start ``second`` while ``first`` carries it.  :func:`flow_path` tells which router that is
     on a given boot (ECMP hashes each flow onto one path).  ``kw`` goes to :func:`ospf_event`
-    (``hz=1`` for the paper's own ping).  ``flows``: ``{router: client source address}`` from
-    :func:`pin_flows`, so that each event's probe crosses its router.  ``chained``: each stop
+    (``hz=1`` for the paper's own ping).  ``sources``: client addresses (:func:`flow_sources`),
+    so that each event's probe crosses its router (:func:`ospf_event`).  ``chained``: each stop
     leaves FRR stopped for the start after it (run them with :func:`ospf_paper_test`)."""
     routers = {"first": first, "second": second}
     if _host(lab, first, "first") == _host(lab, second, "second"):
         raise ValueError(f"first and second are both {first!r}: the sequence needs the two path routers")
-    def flow(router: str) -> dict[str, Any]:
-        return {"flow": {**kw.get("flow", {}), "client_ip": flows[router]}} if flows and router in flows else {}
-
-    rest = {k: v for k, v in kw.items() if k != "flow" or not flows}
+    pins: dict[str, str] = {}  # shared: a start uses the source its stop found
     return {key: ospf_event(lab, routers[which], action, frr=frr, label=f"{key} ({routers[which]})",
-                            **{**rest, **flow(routers[which]), **({"restore": False} if chained else {})})
+                            sources=sources, pins=pins, **({"restore": False} if chained else {}), **kw)
             for key, action, which in OSPF_SEQUENCE}
 
 
