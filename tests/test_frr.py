@@ -7,6 +7,7 @@ computed from the topology, so a wrong topology or a wrong generator both fail."
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import jinja2
@@ -326,3 +327,38 @@ def test_start_restarts_frr_and_stop_reads_the_guest_clock(topo):
     assert f.start(h) >= 0 and h.runs == ["systemctl restart frr"]
     assert f.stop(h) == pytest.approx(1733300000.25)
     assert h.runs[-1] == "echo $EPOCHREALTIME; systemctl stop frr"
+
+
+class StateHost:
+    """A router that answers the converged() query with given neighbours, routes and BFD peers."""
+
+    def __init__(self, name, nbrs, routes, bfd=()):
+        self.name, self.nbrs, self.routes, self.bfd = name, nbrs, routes, bfd
+
+    def run(self, command, check=True, timeout=60.0):
+        if "show bfd peers json" in command:
+            out = json.dumps([{"peer": p, "status": s} for p, s in self.bfd])
+        else:
+            out = (json.dumps({"neighbors": {rid: [{"nbrState": st}] for rid, st in self.nbrs.items()}})
+                   + "\n#\n" + json.dumps([{"dst": d} for d in self.routes]))
+        return Result(self.name, command, 0, out, "", 0.0)
+
+
+ALL_NETS = ["10.10.10.0/24", "10.10.11.0/24", "10.10.12.0/24", "10.10.13.0/24", "10.10.14.0/24", "10.10.15.0/24"]
+
+
+def test_neighbours_are_the_routers_on_the_ospf_links(topo):
+    assert Frr(topo).neighbours("router1") == {"192.168.103.92": "patha", "192.168.103.98": "pathb"}
+    assert Frr(topo).neighbours("patha") == {"192.168.103.80": "router1", "192.168.103.99": "router2"}
+    assert sorted(Frr(topo).all_networks()) == ALL_NETS
+
+
+def test_converged_names_what_is_missing(topo):
+    full = {"192.168.103.92": "Full/Backup", "192.168.103.98": "Full/DR"}
+    assert Frr(topo).converged(StateHost("router1", full, ALL_NETS)) == []
+    half = {"192.168.103.92": "Full/Backup", "192.168.103.98": "ExStart/DROther"}
+    missing = Frr(topo).converged(StateHost("router1", half, ALL_NETS[:-1]))
+    assert missing == ["router1: neighbour pathb (192.168.103.98) not Full", "router1: no route to 10.10.15.0/24"]
+    # with BFD: a session per neighbour must be up too
+    one_up = StateHost("router1", full, ALL_NETS, bfd=[("10.10.11.1", "up"), ("10.10.13.1", "down")])
+    assert Frr(topo, bfd=True).converged(one_up) == ["router1: 1 of 2 BFD sessions up"]

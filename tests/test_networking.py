@@ -92,9 +92,9 @@ class FakeHost:
     def wait_for(self, command, timeout=60.0, interval=0.5):
         return self.run(command)
 
-    def journal(self, since=None):
+    def journal(self, since=None, identifier=None):
         return [JournalLine(T0 + t, "", ident, msg) for t, ident, msg in self.lines
-                if since is None or T0 + t >= since]
+                if (since is None or T0 + t >= since) and identifier in (None, ident)]
 
 
 class FakeLab:
@@ -177,6 +177,7 @@ def icmp(monkeypatch):
 
     def fake(host, target, hz=100, name=None, **kw):
         p = FakeProbe(host, target, name, icmp_log(made_gaps[0], hz=hz))
+        p.kw = kw
         made.append(p)
         return p
 
@@ -470,10 +471,11 @@ def ospf_lab() -> tuple[FakeLab, dict]:
 
     def path(name):
         def answer(cmd):
-            if cmd.startswith("ip -j route show 10.10.15.0/24; ip -j route show 10.10.10.0/24"):
+            if cmd.startswith("ip -j route show 10.10.15.0/24; echo '#'; ip -j route show 10.10.10.0/24"):
                 if up[name]:
-                    return 0, route("10.10.15.0/24", ["10.10.12.2"]) + "\n" + route("10.10.10.0/24", ["10.10.11.2"]), ""
-                return 0, "[]\n[]\n", ""
+                    back = up.get("loop", "10.10.11.2")  # router1 (right), or router2 (a loop)
+                    return 0, route("10.10.15.0/24", ["10.10.12.2"]) + "\n#\n" + route("10.10.10.0/24", [back]), ""
+                return 0, "[]\n#\n[]\n", ""
             return 0, "", ""
         return answer
 
@@ -633,3 +635,44 @@ def test_ospf_phases_from_sample_lines():
                              "(InactivityTimer)")]
     ph = analysis.phases(events, networking.ospf_marks("power"), start=fault, end=fault + 1.3, final="rest")
     assert [(p.name, round(p.duration, 2)) for p in ph] == [("neighbour declared lost", 1.02), ("rest", 0.28)]
+
+
+def test_ospf_paper_test_chains_each_stop_into_its_start(icmp):
+    """Trial by trial: stop pathA, start pathA, stop pathB, start pathB; a stop leaves FRR stopped
+    (no restart in between), and each start probes from the source its stop found crossing it."""
+    lab, up = ospf_lab()
+    frr = FakeFrr(lab, up)
+    icmp.gaps[0] = []
+    runs = networking.ospf_paper_test(lab, 1, frr, sources=["10.10.10.2"], before_s=0, after_s=0,
+                                      sleep=lambda s: None, now=lambda: T0 + 5.0)
+    assert list(runs) == [k for k, _, _ in networking.OSPF_SEQUENCE]
+    assert frr.calls == [("stop", "patha"), ("stop", "patha"), ("start", "patha"),
+                         ("stop", "pathb"), ("stop", "pathb"), ("start", "pathb")]
+    assert all(r.trials.error.isna().all() for r in runs.values())
+    assert runs["ospf-stop-pathA"].trials.source[0] == "10.10.10.2"  # crosses patha out; back is pathb
+    assert all(p.kw.get("source") == "10.10.10.2" for p in icmp.made)
+
+
+def test_adjacency_drops_counts_only_the_named_neighbours():
+    lab = FakeLab("routing")
+    down = "AdjChg: Nbr 192.168.103.98, NbrIP 10.10.13.1 (default) on eth3:10.10.13.2: Full -> Deleted (InactivityTimer)"
+    other = down.replace("192.168.103.98", "192.168.103.92")
+    lab.hosts["router1"].lines = [(1.0, "ospfd", down), (2.0, "ospfd", other), (3.0, "zebra", down),
+                                  (0.5, "ospfd", down)]
+    drops = networking.adjacency_drops(lab, ["router1", "router2"], T0 + 0.9, neighbours=["192.168.103.98"])
+    assert drops == [f"router1: {down}"]
+    assert len(networking.adjacency_drops(lab, ["router1"], T0)) == 3  # any neighbour, ospfd only
+
+
+def test_ospf_start_is_not_recovered_while_the_router_routes_back(icmp):
+    """A restarted router that routes the client's network back to router2 (stale LSAs) would
+    loop the flow: the start waits for its real routes, and says so when they do not come."""
+    lab, up = ospf_lab()
+    frr = FakeFrr(lab, up)
+    up["loop"] = "10.10.12.2"  # patha: 10.10.10.0/24 via router2
+    exp = networking.ospf_event(lab, "patha", "start", frr=frr, before_s=0, after_s=0, sleep=lambda s: None,
+                                now=lambda: T0 + 5.0, converge_timeout_s=0.2, timeout_s=1)
+    with pytest.raises(Exception, match="routes through patha not seen"):
+        exp.run(1)
+    up.pop("loop")
+    assert exp.run(1).trials.error.isna().all()

@@ -746,3 +746,20 @@ def test_icmp_source_address_is_used(netns, kw, started):
     bad = probes.icmp(host, "127.0.0.1", hz=50, timeout=0.2, source="192.0.2.77", **kw)
     with pytest.raises(Exception, match="192.0.2.77|Cannot assign|EADDRNOTAVAIL"):
         run_for(bad, started, 0.5)
+
+
+def test_wait_answering_returns_once_a_span_of_attempts_was_answered_and_raises_while_they_fail(netns, kw, started):
+    host = LocalHost("client", netns=netns)
+    p = probes.icmp(host, "127.0.0.1", hz=100, timeout=0.2, **kw)
+    started.append(p)
+    p.start()
+    t = time.monotonic()
+    p.wait_answering(span=0.5, timeout=10, interval=0.1)
+    assert time.monotonic() - t < 5
+    _sysctl(netns, "net.ipv4.icmp_echo_ignore_all=1")  # no more answers
+    time.sleep(0.5)
+    with pytest.raises(probes.ProbeError, match="unanswered"):
+        p.wait_answering(span=0.5, timeout=1.0, interval=0.1)
+    _sysctl(netns, "net.ipv4.icmp_echo_ignore_all=0")
+    p.wait_answering(span=0.5, timeout=10, interval=0.1)
+    p.stop()

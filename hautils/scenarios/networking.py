@@ -39,7 +39,7 @@ from ..services.bonding import PRIMARY_MODES, Bond
 from ..services.keepalived import VRRP_MARKS, holders, wait_master
 
 __all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "ospf_event", "ospf_sequence",
-           "ospf_marks", "flow_path", "flow_sources", "pin_flows", "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
+           "ospf_marks", "adjacency_drops", "flow_path", "flow_sources", "pin_flows", "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
            "VRRP_MARKS"]
 
 # -- link level: a pulled cable under a bond ------------------------------------------------------
@@ -359,6 +359,21 @@ def _flow(lab, flow: Mapping[str, Any]) -> dict[str, Any]:
     return f
 
 
+def adjacency_drops(lab, hosts: Sequence[str], since: float, neighbours: Sequence[str] | None = None) -> list[str]:
+    """ospfd's "Full -> ..." lines on ``hosts`` since ``since`` (epoch s), for adjacencies to
+    ``neighbours`` (router-ids; default: any).  Drops of a neighbour that was not broken on
+    purpose are false alarms: each one reroutes traffic for nothing (too tight BFD or hello
+    timers on a busy machine)."""
+    out = []
+    for name in hosts:
+        for line in lab[name].journal(since=since, identifier="ospfd"):
+            if re.search(ADJ_DOWN, line.message) and (
+                    neighbours is None or any(f"Nbr {n}," in line.message or f"Nbr {n} " in line.message
+                                              for n in neighbours)):
+                out.append(f"{name}: {line.message}")
+    return out
+
+
 def flow_path(lab, **flow: Any) -> dict[str, str | None]:
     """Which path router carries the probe's flow now, each way: ``{"out": "patha", "back":
     "pathb"}``.  Asked of the kernels at the two ends (``ip route get DST from SRC iif NIC``,
@@ -381,7 +396,8 @@ def _routes(lab, f, owners) -> dict[str, list[str]]:
 def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow: Mapping[str, Any] | None = None,
                before_s: float = 2, after_s: float = 2, timeout_s: float = 120, converge_timeout_s: float = 300,
                poll_s: float = 1.0, also_hz: float | None = None, restore: bool = True,
-               sources: Sequence[str] | None = None, pins: dict[str, str] | None = None, after_boot: Callable[[Any], Any] | None = None, label: str | None = None,
+               sources: Sequence[str] | None = None, pins: dict[str, str] | None = None,
+               carrier: str | None = None, after_boot: Callable[[Any], Any] | None = None, label: str | None = None,
                sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                now: Callable[[], float] = time.time) -> Experiment:
     """One event of the paper's failure test (section 3.3.3) on a path router while host1 pings
@@ -403,9 +419,11 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
     ``ping``), so one trial gives both resolutions; its row columns are ``"<rate> Hz downtime_s"``
     and ``"<rate> Hz lost_probes"``.
     ``sources``: client addresses (:func:`flow_sources`); before each trial the probe takes one
-    whose flow crosses the router both ways (the routers' ECMP hash decides, and the order of
-    their next hops changes when a router comes back, so this is asked again each time; a start
-    uses the address its router carried before it stopped, kept in ``pins``).
+    whose flow crosses ``carrier`` (default: the router itself), both ways if one does (the
+    routers' ECMP hash decides, and the order of their next hops changes when a router comes
+    back, so this is asked again each time; a start uses the address found before its router
+    stopped, kept in ``pins``).  The paper's test keeps its ping on pathA throughout
+    (``carrier="patha"`` for pathB's events too).
     ``restore=False``: a stop's trial leaves FRR stopped, for a start's trial that follows it
     (:func:`ospf_paper_test`).
     ``after_boot(host)``: what the router needs after a power failure besides FRR (a runtime
@@ -432,13 +450,23 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
         frr = Frr(lab.topology)
     owners = _address_owners(lab.topology)
     pins = {} if pins is None else pins
+    carrier = _host(lab, carrier, "carrier") if carrier is not None else router
     name = label or f"OSPF {action} {router}"
     slug = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
 
     def own_routes(h) -> bool:
-        text = h.run(f"ip -j route show {f['target_net']}; ip -j route show {f['client_net']}",
+        """The router forwards the flow both ways: its route to the target's network goes to the
+        egress router and its route to the client's network to the ingress router.  A restarted
+        router may first install a route back where the packet came from (a loop), from the
+        stale LSAs of its previous life: that is not converged."""
+        text = h.run(f"ip -j route show {f['target_net']}; echo '#'; ip -j route show {f['client_net']}",
                      check=False, timeout=30).stdout
-        return len([line for line in text.splitlines() if line.strip() not in ("", "[]")]) == 2
+        to_target, _, to_client = text.partition("#")
+        try:
+            return (route_nexthops(to_target.strip() or "[]", owners) == [ends[1]]
+                    and route_nexthops(to_client.strip() or "[]", owners) == [ends[0]])
+        except ValueError:
+            return False
 
     def wait_routes(through: bool, timeout: float) -> dict[str, list[str]]:
         """Until both ends route through ``router`` (``through``), or around it, and have a route."""
@@ -455,27 +483,33 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
                                    f"{timeout:g} s; next hops now: {hops}")
             sleep(poll_s)
 
-    def pick_source(t: Trial) -> None:
-        """While the router carries traffic: a client address whose flow crosses it both ways."""
-        if sources:
-            for src in sources:
-                p = flow_path(lab, **{**f, "client_ip": src})
-                if p["out"] == router and p["back"] == router:
-                    pins[router] = src
-                    return
+    def pick_source() -> None:
+        """While ``carrier`` is up: a client address whose flow crosses it, both ways if one does."""
+        if not sources:
+            return
+        one_way = None
+        for src in sources:
+            p = flow_path(lab, **{**f, "client_ip": src})
+            if p["out"] == carrier and p["back"] == carrier:
+                pins[carrier] = src
+                return
+            if one_way is None and carrier in (p["out"], p["back"]):
+                one_way = src
+        pins[carrier] = one_way or f["client_ip"]
 
     def prepare(t: Trial) -> None:
         if action == "start":
-            if sources and router not in pins and lab[router].run("systemctl is-active --quiet frr", check=False,
-                                                                  timeout=30).ok:
-                wait_routes(True, converge_timeout_s)
-                pick_source(t)
+            if sources and carrier not in pins:
+                if carrier != router or lab[router].run("systemctl is-active --quiet frr", check=False,
+                                                        timeout=30).ok:
+                    wait_routes(True, converge_timeout_s)
+                    pick_source()
             frr.stop(lab[router])
             wait_routes(False, converge_timeout_s)
         else:
             wait_routes(True, converge_timeout_s)
-            pick_source(t)
-        t.src = pins.get(router, f["client_ip"])
+            pick_source()
+        t.src = pins.get(carrier, f["client_ip"])
         path = flow_path(lab, **{**f, "client_ip": t.src})
         t.set(on_path=router in path.values())
         t.row.update({"action": action, "router": router, "path out": path["out"], "path back": path["back"],
@@ -590,8 +624,10 @@ def ospf_sequence(lab, frr=None, *, first: str = "patha", second: str = "pathb",
     if _host(lab, first, "first") == _host(lab, second, "second"):
         raise ValueError(f"first and second are both {first!r}: the sequence needs the two path routers")
     pins: dict[str, str] = {}  # shared: a start uses the source its stop found
+    # the paper's ping stays on the first path: its pathB steps happen "while pathA carries traffic"
     return {key: ospf_event(lab, routers[which], action, frr=frr, label=f"{key} ({routers[which]})",
-                            sources=sources, pins=pins, **({"restore": False} if chained else {}), **kw)
+                            sources=sources, pins=pins, carrier=first, **({"restore": False} if chained else {}),
+                            **kw)
             for key, action, which in OSPF_SEQUENCE}
 
 

@@ -238,11 +238,25 @@ class Frr:
                    if not any(str(n.get("nbrState", "")).startswith("Full") for n in nbrs.get(rid, []))]
         have = {r.get("dst") for r in routes}
         missing += [f"{name}: no route to {net}" for net in self.all_networks() if net not in have]
+        if self.bfd and not missing:
+            up = self.bfd_up(host)
+            if up < len(want):
+                missing.append(f"{name}: {up} of {len(want)} BFD sessions up")
         return missing
 
+    @staticmethod
+    def bfd_up(host) -> int:
+        """How many of ``host``'s BFD sessions are up (``show bfd peers json``)."""
+        res = host.run("vtysh -c 'show bfd peers json'", check=False, timeout=30)
+        try:
+            peers = json.loads(res.stdout or "[]")
+        except ValueError:
+            return 0
+        return sum(1 for p in peers if isinstance(p, dict) and p.get("status") == "up")
+
     def wait_converged(self, hosts, timeout: float = 120, interval: float = 0.5) -> float:
-        """Wait until every router in ``hosts`` has all its adjacencies Full and a kernel route to
-        every OSPF network; returns the seconds it took.  The error names what is still missing."""
+        """Wait until every router in ``hosts`` has all its adjacencies Full, a kernel route to
+        every OSPF network and (with ``bfd``) a BFD session up per neighbour; returns the seconds.  The error names what is still missing."""
         start = time.monotonic()
         while True:
             missing = [m for h in hosts for m in self.converged(h)]
