@@ -300,34 +300,38 @@ class Probe:
             time.sleep(interval)
         return True
 
+    def _tail(self, n: int) -> tuple[float | None, list[dict], str]:
+        """The guest's clock now and the last ``n`` attempt records of the live log (header and
+        footer left out), with the raw output for error messages."""
+        out = self.host.run(f"date +%s.%N; tail -n {int(n)} {shlex.quote(self.log_path)}",
+                            check=False, timeout=30).stdout
+        lines = out.splitlines()
+        try:
+            now = float(lines[0].replace(",", "."))
+        except (IndexError, ValueError):
+            now = None
+        recs = []
+        for line in lines[1:]:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if "seq" in r and "sent" in r:
+                recs.append(r)
+        return now, recs, out
+
     def wait_answering(self, span: float = 1.0, timeout: float = 120.0, interval: float = 0.5) -> float:
         """Wait until every attempt of the last ``span`` seconds (by the guest's clock) was
         answered, and there were at least half as many as ``hz`` asks for; returns the guest's
         time then.  For faults whose end the network announces before the client sees it (a
         route that points at a router which cannot forward yet): call after that, so that a
         trial does not end inside an outage that has not shown yet."""
-        q = shlex.quote(self.log_path)
         need = max(1, int(span * self.hz / 2))
+        late = self.timeout or 0.0  # an attempt's answer (or its timeout) is in the log this much later
         deadline = time.monotonic() + timeout
         while True:
-            out = self.host.run(f"date +%s.%N; tail -n {max(50, int(4 * span * self.hz))} {q}",
-                                check=False, timeout=30).stdout
-            lines = out.splitlines()
-            try:
-                now = float(lines[0].replace(",", "."))
-            except (IndexError, ValueError):
-                now = None
-            late = self.timeout or 0.0
-            recent = []
-            for line in lines[1:]:
-                try:
-                    r = json.loads(line)
-                except ValueError:
-                    continue
-                if "seq" in r and "sent" in r and now is not None and r["sent"] >= now - span - late:
-                    recent.append(r)
-            # attempts old enough to have their answer (or their timeout) in the log
-            window = [r for r in recent if r["sent"] <= now - late and r["sent"] >= now - late - span]
+            now, recs, _ = self._tail(max(50, int(4 * span * self.hz)))
+            window = [] if now is None else [r for r in recs if now - late - span <= r["sent"] <= now - late]
             if len(window) >= need and all(r.get("ok") for r in window):
                 return now
             if time.monotonic() > deadline:
@@ -353,26 +357,13 @@ class Probe:
         is an outage followed by quick answers too: call this once the interruption has begun
         (a graceful stop has returned, the old server has let go), not straight after the
         fault.  Do not poll the survivor instead: in a UML guest that slows its takeover."""
-        q = shlex.quote(self.log_path)
         stale = max(1.0, 3.0 / self.hz) + max_latency
         deadline = time.monotonic() + timeout
-        out = ""
         while True:
-            out = self.host.run(f"date +%s.%N; tail -n 400 {q}", check=False, timeout=30).stdout
-            lines = out.splitlines()
-            try:
-                now = float(lines[0].replace(",", "."))
-            except (IndexError, ValueError):
-                now = None
+            now, recs, out = self._tail(400)
             seen_outage = False
             first_quick = last_recv = None
-            for line in lines[1:]:
-                try:
-                    r = json.loads(line)
-                except ValueError:
-                    continue
-                if "seq" not in r or "sent" not in r:
-                    continue  # header or footer
+            for r in recs:
                 recv = r.get("recv")
                 if recv is None or recv <= after:
                     if not r.get("ok") and r["sent"] >= after:
