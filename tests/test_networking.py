@@ -676,3 +676,12 @@ def test_ospf_start_is_not_recovered_while_the_router_routes_back(icmp):
         exp.run(1)
     up.pop("loop")
     assert exp.run(1).trials.error.isna().all()
+
+
+def test_crossing_source_prefers_both_ways_and_pin_flows_refuses_one_way():
+    """The fake routers send 10.10.10.2's flow out through patha and back through pathb."""
+    lab, _ = ospf_lab()
+    assert networking.crossing_source(lab, "patha", ["10.10.10.2"]) == "10.10.10.2"  # one way is better than none
+    assert networking.crossing_source(lab, "patha", ["10.10.10.2"], both_ways_only=True) is None
+    with pytest.raises(RuntimeError, match="crosses patha, pathb both ways"):
+        networking.pin_flows(lab, sources=["10.10.10.2"])

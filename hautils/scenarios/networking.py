@@ -39,7 +39,8 @@ from ..services.bonding import PRIMARY_MODES, Bond
 from ..services.keepalived import VRRP_MARKS, holders, wait_master
 
 __all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "ospf_event", "ospf_sequence",
-           "ospf_marks", "adjacency_drops", "flow_path", "flow_sources", "pin_flows", "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
+           "ospf_marks", "adjacency_drops", "flow_path", "flow_sources", "crossing_source", "pin_flows",
+           "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
            "VRRP_MARKS"]
 
 # -- link level: a pulled cable under a bond ------------------------------------------------------
@@ -485,17 +486,8 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
 
     def pick_source() -> None:
         """While ``carrier`` is up: a client address whose flow crosses it, both ways if one does."""
-        if not sources:
-            return
-        one_way = None
-        for src in sources:
-            p = flow_path(lab, **{**f, "client_ip": src})
-            if p["out"] == carrier and p["back"] == carrier:
-                pins[carrier] = src
-                return
-            if one_way is None and carrier in (p["out"], p["back"]):
-                one_way = src
-        pins[carrier] = one_way or f["client_ip"]
+        if sources:
+            pins[carrier] = crossing_source(lab, carrier, sources, **f) or f["client_ip"]
 
     def prepare(t: Trial) -> None:
         if action == "start":
@@ -587,28 +579,40 @@ def flow_sources(lab, hosts: Sequence[int] = range(10, 30), **flow: Any) -> list
     return candidates
 
 
-def pin_flows(lab, routers: Sequence[str] = ("patha", "pathb"), *, sources: Sequence[str] | None = None,
-              **flow: Any) -> dict[str, str]:
-    """A source address on the client for each path router whose flow crosses it both ways, now.
+def crossing_source(lab, router: str, sources: Sequence[str], *, both_ways_only: bool = False,
+                    **flow: Any) -> str | None:
+    """The first of ``sources`` (client addresses) whose flow crosses ``router`` both ways now,
+    else (unless ``both_ways_only``) the first that crosses it one way; None if none does.
 
     With two equal-cost paths, router1 and router2 each hash a packet's (source, destination)
     onto one next hop (``fib_multipath_hash_policy`` 0), so one flow takes one path out and one
-    back, not necessarily the same one.  This asks both end routers (:func:`flow_path`) where
-    the flow from each of ``sources`` (default: :func:`flow_sources`) goes, while both paths
-    are up.  Returns ``{router: address}``; raises naming the routers no source pins."""
+    back, not necessarily the same one: this asks both end routers (:func:`flow_path`)."""
+    f = _flow(lab, flow)
+    one_way = None
+    for src in sources:
+        p = flow_path(lab, **{**f, "client_ip": src})
+        if p["out"] == router and p["back"] == router:
+            return src
+        if one_way is None and router in (p["out"], p["back"]):
+            one_way = src
+    return None if both_ways_only else one_way
+
+
+def pin_flows(lab, routers: Sequence[str] = ("patha", "pathb"), *, sources: Sequence[str] | None = None,
+              **flow: Any) -> dict[str, str]:
+    """A source address on the client for each path router whose flow crosses it both ways, now
+    (:func:`crossing_source`; ``sources`` default: :func:`flow_sources`).  Returns
+    ``{router: address}``; raises naming the routers no source pins."""
     f = _flow(lab, flow)
     routers = [_host(lab, r, "routers") for r in routers]
     sources = list(sources) if sources is not None else flow_sources(lab, **flow)
-    found: dict[str, str] = {}
-    for a in sources:
-        path = flow_path(lab, **{**f, "client_ip": a})
-        if path["out"] == path["back"] and path["out"] in routers and path["out"] not in found:
-            found[path["out"]] = a
-        if len(found) == len(routers):
-            return {r: found[r] for r in routers}
-    raise RuntimeError(f"pin_flows: no source among {sources[0]}..{sources[-1]} crosses "
-                       f"{', '.join(r for r in routers if r not in found)} both ways; are both paths up "
-                       f"(ECMP routes on {f['ingress'][0]} and {f['egress'][0]})?")
+    found = {r: crossing_source(lab, r, sources, both_ways_only=True, **f) for r in routers}
+    missing = [r for r, src in found.items() if src is None]
+    if missing:
+        raise RuntimeError(f"pin_flows: no source among {sources[0]}..{sources[-1]} crosses "
+                           f"{', '.join(missing)} both ways; are both paths up "
+                           f"(ECMP routes on {f['ingress'][0]} and {f['egress'][0]})?")
+    return found
 
 
 def ospf_sequence(lab, frr=None, *, first: str = "patha", second: str = "pathb",
