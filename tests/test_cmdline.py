@@ -62,3 +62,14 @@ def test_identities_differ_between_hosts():
 def test_tap_name_falls_back_when_too_long():
     assert tap_name(3, 0, "eth0") == "h3-eth0"
     assert tap_name(12, 2, "averylongname1") == "h12i2"
+
+
+def test_a_lab_records_its_topology_as_an_absolute_path(tmp_path, monkeypatch):
+    """`hautils lab up labs/x.yaml` then Lab.attach from another directory must find the file."""
+    from hautils.lab import _abs_source
+
+    (tmp_path / "labs").mkdir()
+    (tmp_path / "labs" / "x.yaml").write_text("name: x\n")
+    monkeypatch.chdir(tmp_path)
+    assert _abs_source("labs/x.yaml") == str(tmp_path / "labs" / "x.yaml")
+    assert _abs_source("<memory>") == "<memory>"  # not a file: kept as it is

@@ -168,6 +168,9 @@ def test_several_probes_each_get_a_downtime():
                                           "ping": FakeProbe("ping", other, [])}).run(1)
     assert 2.9 < run.trials.downtime_s[0] < 3.1
     assert 0.9 < run.trials["ping downtime_s"][0] < 1.1
+    # and its own count of unanswered attempts (the paper's "pings lost" from a 1 Hz probe)
+    expected = analysis.downtime(analysis.with_timeout(other, 0.5), T0 + 5.0, allow_open=True).lost_probes
+    assert expected > 0 and run.trials["ping lost_probes"][0] == expected
 
 
 def test_bad_arguments_are_refused():
