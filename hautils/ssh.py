@@ -59,6 +59,36 @@ class JournalLine:
         return f"{time.strftime('%H:%M:%S', time.localtime(self.time))}.{int(self.time % 1 * 1000):03d} {self.identifier}: {self.message}"
 
 
+def parse_journal_json(text: str) -> list[JournalLine]:
+    """Lines of ``journalctl -o json`` as :class:`JournalLine`.
+
+    A kernel message is timed when the kernel logged it, not when journald read it: journald
+    stamps ``__REALTIME_TIMESTAMP`` on reading ``/dev/kmsg``, which in a busy UML guest came
+    ~10 ms after the message (a bond's "new active slave" line then looked later than the
+    first ping it let through).  The kernel's own time is ``_SOURCE_MONOTONIC_TIMESTAMP``
+    (monotonic clock), so the line gets journald's wall time minus the monotonic delay."""
+    lines: list[JournalLine] = []
+    for raw in text.splitlines():
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(rec, dict) or "__REALTIME_TIMESTAMP" not in rec:
+            continue
+        msg = rec.get("MESSAGE", "")
+        if isinstance(msg, list):  # binary messages come as byte arrays
+            msg = bytes(msg).decode(errors="replace")
+        t = int(rec["__REALTIME_TIMESTAMP"]) / 1e6
+        try:
+            delay = (int(rec["__MONOTONIC_TIMESTAMP"]) - int(rec["_SOURCE_MONOTONIC_TIMESTAMP"])) / 1e6
+        except (KeyError, TypeError, ValueError):
+            delay = 0.0
+        if 0 < delay < 60:  # same boot's monotonic clock; anything else is not a delay
+            t -= delay
+        lines.append(JournalLine(t, rec.get("_SYSTEMD_UNIT", ""), rec.get("SYSLOG_IDENTIFIER", ""), msg))
+    return lines
+
+
 class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
     """Trust a host key the first time (inside the private lab network), then insist on it."""
 
@@ -290,25 +320,15 @@ class Host:
     def journal(self, unit: str | None = None, since: float | None = None,
                 identifier: str | None = None) -> list[JournalLine]:
         """Journal lines with their timestamps, for phase analysis (``since`` is epoch seconds)."""
-        cmd = "journalctl -o json --no-pager -q --output-fields=MESSAGE,_SYSTEMD_UNIT,SYSLOG_IDENTIFIER"
+        cmd = ("journalctl -o json --no-pager -q "
+               "--output-fields=MESSAGE,_SYSTEMD_UNIT,SYSLOG_IDENTIFIER,_SOURCE_MONOTONIC_TIMESTAMP")
         if unit:
             cmd += f" -u {shlex.quote(unit)}"
         if identifier:
             cmd += f" -t {shlex.quote(identifier)}"
         if since is not None:
             cmd += f" --since=@{since:.6f}"
-        lines: list[JournalLine] = []
-        for raw in self.run(cmd, timeout=60).stdout.splitlines():
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            msg = rec.get("MESSAGE", "")
-            if isinstance(msg, list):  # binary messages come as byte arrays
-                msg = bytes(msg).decode(errors="replace")
-            lines.append(JournalLine(int(rec["__REALTIME_TIMESTAMP"]) / 1e6, rec.get("_SYSTEMD_UNIT", ""),
-                                     rec.get("SYSLOG_IDENTIFIER", ""), msg))
-        return lines
+        return parse_journal_json(self.run(cmd, timeout=60).stdout)
 
     def wait_for(self, command: str, timeout: float = 60.0, interval: float = 0.5) -> Result:
         """Run ``command`` until it succeeds (e.g. waiting for a DRBD sync); raise on timeout."""

@@ -236,9 +236,10 @@ def test_the_script_builds_the_bond_in_one_ip_batch():
         "addr flush dev eth0", "addr flush dev eth1",  # the topology's address moves to the bond
         "link add bond0 type bond mode active-backup arp_interval 100 arp_ip_target 192.168.1.20 "
         "arp_validate all primary eth0",
+        "addr add 192.168.1.10/24 dev bond0",  # before the bond (and its ARP monitor) goes up
         "link set dev eth0 master bond0", "link set dev eth1 master bond0",
         "link set dev eth0 up", "link set dev eth1 up",
-        "link set dev bond0 up", "addr add 192.168.1.10/24 dev bond0"]
+        "link set dev bond0 up"]
     # enslaving comes after the bond exists with its mode: the mode cannot change with slaves
     assert batch.index("link set dev eth0 master bond0") > batch.index(
         next(l for l in batch if l.startswith("link add bond0")))

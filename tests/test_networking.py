@@ -267,6 +267,9 @@ def test_bond_cable_pull_that_the_monitor_never_notices(icmp):
     assert lab.events == [("cable_pull", "bonded:eth0"), ("cable_plug", "bonded:eth0")]  # plugged once
     assert run.trials.columns.str.contains("link monitor gives up").any()  # the phase, not found: NaN
     assert pd.isna(row["link monitor gives up (s)"])
+    # the replug ends the outage: a phase of its own, from the fault (T0+5) to the plug (T0+9)
+    assert row["cable plugged back (s)"] == pytest.approx(4.0)
+    assert row["peer answers again (s)"] == pytest.approx(0.01, abs=0.011)
 
 
 def test_bond_cable_pull_waits_for_the_partners_bond_too(icmp):
@@ -685,3 +688,21 @@ def test_crossing_source_prefers_both_ways_and_pin_flows_refuses_one_way():
     assert networking.crossing_source(lab, "patha", ["10.10.10.2"], both_ways_only=True) is None
     with pytest.raises(RuntimeError, match="crosses patha, pathb both ways"):
         networking.pin_flows(lab, sources=["10.10.10.2"])
+
+
+def test_kernel_journal_lines_are_timed_when_the_kernel_logged_them():
+    """journald stamps a kernel line when it reads /dev/kmsg (~10 ms late in a busy UML guest):
+    the line's time is moved back by the monotonic delay; other lines keep journald's time."""
+    from hautils.ssh import parse_journal_json
+
+    kernel = json.dumps({"__REALTIME_TIMESTAMP": "1796290864885979", "__MONOTONIC_TIMESTAMP": "98700094",
+                         "_SOURCE_MONOTONIC_TIMESTAMP": "98690000", "SYSLOG_IDENTIFIER": "kernel",
+                         "MESSAGE": "bond0: (slave eth0): link status definitely down, disabling slave"})
+    daemon = json.dumps({"__REALTIME_TIMESTAMP": "1796290864900000", "__MONOTONIC_TIMESTAMP": "98714115",
+                         "SYSLOG_IDENTIFIER": "Keepalived_vrrp", "_SYSTEMD_UNIT": "keepalived.service",
+                         "MESSAGE": "(VI_inside) Entering MASTER STATE"})
+    lines = parse_journal_json("\n".join([kernel, "not json", daemon]))
+    assert [l.identifier for l in lines] == ["kernel", "Keepalived_vrrp"]
+    assert lines[0].time == pytest.approx(1796290864.885979 - 0.010094, abs=1e-6)
+    assert lines[1].time == pytest.approx(1796290864.9, abs=1e-6)
+    assert lines[1].unit == "keepalived.service"

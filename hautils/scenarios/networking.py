@@ -46,6 +46,10 @@ __all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "ospf_event", 
 # -- link level: a pulled cable under a bond ------------------------------------------------------
 
 
+REPLUG_EVENT = "cable plugged back"
+REPLUG_MARK = rf"^hautils: \S+ {REPLUG_EVENT}$"
+
+
 def bond_marks(bond: str = "bond0", iface: str = "eth0") -> dict[str, str]:
     """The bonding driver's kernel messages (drivers/net/bonding/bond_main.c, Linux 6.1) that end
     the phases of a failover: the link monitor gives up on the pulled slave, then another slave
@@ -139,6 +143,9 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
     settle = [(_host(lab, h, "settle"), b) for h, b in settle]
     if not all(isinstance(b, Bond) for _, b in settle):
         raise TypeError("settle: (host, Bond) pairs")
+    marks = bond_marks(bond.name, iface)
+    if replug_after_s is not None:  # the monitor may never give up: the replug ends the outage
+        marks = {**marks, "cable plugged back": REPLUG_MARK}
     monitor = (f"miimon {bond.miimon} ms" if bond.miimon is not None
                else f"arp_interval {bond.arp_interval} ms, arp_validate {bond.arp_validate or 'none'}")
     name = label or f"{bond.mode} cable pull ({monitor.split(',')[0]})"
@@ -157,7 +164,7 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
     def recovered(t: Trial) -> None:
         if replug_after_s is not None:
             sleep(replug_after_s)
-            t.event(lab.cable_plug(host, iface), "hautils: cable plugged back")
+            t.event(lab.cable_plug(host, iface), f"hautils: {iface} {REPLUG_EVENT}")
             t.replugged = True
         if outage:
             t.probe.wait_recovered(t.fault_time, timeout=timeout_s, max_latency=0.5)
@@ -186,7 +193,7 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
         name, prepare=prepare,
         probe=lambda t: probes.icmp(lab[probe_host], target, hz=hz, name=f"{slug}-{t.index}"),
         fault=lambda t: lab.cable_pull(host, iface), recovered=recovered if outage or replug_after_s else None,
-        during=during, restore=restore, marks=bond_marks(bond.name, iface), journals=lambda t: [lab[host]],
+        during=during, restore=restore, marks=marks, journals=lambda t: [lab[host]],
         final_phase="peer answers again", diagnose=diagnose, before_s=before_s, after_s=after_s,
         timeout_s=timeout_s, stall_s=None)
 

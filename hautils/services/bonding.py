@@ -249,17 +249,19 @@ class Bond:
         """The shell script :meth:`apply` runs: idempotent (an existing bond of that name is
         removed first), one ``ip -batch`` for the links (process creation costs ~30 ms in a UML
         guest).  The slaves go down before they are enslaved and lose their addresses: a slave's
-        traffic belongs to the bond.  ``primary`` names a slave, which iproute2 resolves when the
+        traffic belongs to the bond.  The bond gets its address before it goes up: the ARP
+        monitor starts with the bond and, finding no route to its target, logged "no route to
+        arp_ip_target ... and arp_validate is set" (seen in the lab).  ``primary`` names a slave, which iproute2 resolves when the
         bond is created, so the slaves exist by then (they are the host's NICs)."""
         q = shlex.quote
         batch = [f"link set dev {s} down" for s in self.slaves]
         batch += [f"addr flush dev {s}" for s in self.slaves]
         batch.append(f"link add {self.name} type bond " + " ".join(self.options()))
+        if self.address:  # before the bond goes up: the ARP monitor starts then and needs a route
+            batch.append(f"addr add {self.address} dev {self.name}")
         batch += [f"link set dev {s} master {self.name}" for s in self.slaves]
         batch += [f"link set dev {s} up" for s in self.slaves]
         batch.append(f"link set dev {self.name} up")
-        if self.address:
-            batch.append(f"addr add {self.address} dev {self.name}")
         lines = [
             "set -e",
             # max_bonds=0: loading the module must not create a bond0 of its own with default options
