@@ -383,3 +383,24 @@ def test_bridge_joins_the_peers_nics():
 def test_module_docstring_tells_the_miimon_lesson():
     doc = bonding.__doc__
     assert "always has" in doc and "carrier" in doc and "arp_ip_target" in doc
+
+
+def test_balance_alb_refused_by_a_uml_nic_says_why():
+    """Seen in the lab: enslaving a UML NIC in balance-alb fails with EOPNOTSUPP (the driver cannot
+    change the MAC address of an open device); the error names that, not just ip's message."""
+
+    class AlbHost(FakeHost):
+        def run(self, command, check=True, timeout=60.0):
+            if "ip -batch" in command:
+                self.runs.append(command)
+                return Result(self.name, command, 1, "", "RTNETLINK answers: Operation not supported\n"
+                              "Command failed -:7", 0.0)
+            return super().run(command, check, timeout)
+
+    with pytest.raises(CommandError, match="ALB mode requires that the base driver support setting the hw "
+                                           "address") as e:
+        Bond(mode="balance-alb", miimon=100).apply(AlbHost())
+    assert "Operation not supported" in str(e.value)
+    with pytest.raises(CommandError) as e:  # other modes: ip's message only
+        Bond(mode="balance-tlb", miimon=100).apply(AlbHost())
+    assert "ALB mode" not in str(e.value)

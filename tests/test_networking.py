@@ -260,7 +260,7 @@ def test_bond_cable_pull_that_the_monitor_never_notices(icmp):
     naps = []
     b = Bond(mode="active-backup", miimon=100, primary="eth0", address="192.168.1.10/24")
     run = networking.bond_cable_pull(lab, "bonded", b, "192.168.1.20", replug_after_s=4, before_s=0, after_s=0,
-                                     sleep=naps.append).run(1)
+                                     sleep=naps.append, now=lambda: T0 + 8.999).run(1)
     row = run.trials.iloc[0]
     assert naps == [4] and row["downtime_s"] == pytest.approx(4.01, abs=0.011)
     assert row["active after"] == "eth0" and not bool(row["monitor noticed"])
@@ -268,8 +268,51 @@ def test_bond_cable_pull_that_the_monitor_never_notices(icmp):
     assert run.trials.columns.str.contains("link monitor gives up").any()  # the phase, not found: NaN
     assert pd.isna(row["link monitor gives up (s)"])
     # the replug ends the outage: a phase of its own, from the fault (T0+5) to the plug (T0+9)
-    assert row["cable plugged back (s)"] == pytest.approx(4.0)
+    assert row["cable plugged back (s)"] == pytest.approx(3.999)  # stamped before the plug call
     assert row["peer answers again (s)"] == pytest.approx(0.01, abs=0.011)
+
+
+def xor_lab(lost_every_other=False) -> FakeLab:
+    """balance-xor or balance-rr: no active slave; the ARP monitor takes eth0 down at the pull."""
+    lab = FakeLab("bonding")
+    text = PROC.replace("fault-tolerance (active-backup)", "load balancing (xor)").replace(
+        "Primary Slave: eth0 (primary_reselect always)\n", "").replace("Currently Active Slave: {active}\n", "")
+
+    def answer(cmd):
+        pulled = "bonded:eth0" in lab.pulled
+        return 0, text.format(eth0="down" if pulled else "up", failures=int(pulled)), ""
+
+    lab.hosts["bonded"].answer = answer
+    lab.hosts["bonded"].lines = [(5.2, "kernel", "bond0: (slave eth0): interface is now down")]
+    return lab
+
+
+def test_bond_cable_pull_in_a_mode_that_may_lose_nothing(icmp):
+    """balance-xor's hash put the peer on eth1 (seen in the lab): pulling eth0 costs no probe;
+    the trial waits for the monitor instead of for an outage that never comes."""
+    lab = xor_lab()
+    b = Bond(mode="balance-xor", arp_interval=100, arp_ip_target=("192.168.1.20",), address="192.168.1.10/24")
+    run = networking.bond_cable_pull(lab, "bonded", b, "192.168.1.20", before_s=0, after_s=0).run(1)
+    row = run.trials.iloc[0]
+    assert row["error"] is None and row["downtime_s"] == 0 and row["lost after pull"] == 0
+    assert bool(row["monitor noticed"]) and icmp.made[0].waited == []  # no wait for a recovery
+    assert lab.events == [("cable_pull", "bonded:eth0"), ("cable_plug", "bonded:eth0")]
+
+
+def test_bond_cable_pull_counts_every_lost_probe_of_a_round_robin(icmp):
+    """balance-rr loses every other packet until the monitor acts: many short outages, so the
+    row counts all failed probes after the pull and how long the losses went on."""
+    lab = xor_lab()
+    b = Bond(mode="balance-rr", arp_interval=100, arp_ip_target=("192.168.1.20",), address="192.168.1.10/24")
+    icmp.gaps[0] = [(5.0 + k * 0.02, 5.0 + k * 0.02 + 0.01) for k in range(10)]  # 10 lost, 0.18 s
+    run = networking.bond_cable_pull(lab, "bonded", b, "192.168.1.20", before_s=0, after_s=0).run(1)
+    row = run.trials.iloc[0]
+    assert row["lost after pull"] == 10 and row["loss window_s"] == pytest.approx(0.18, abs=0.011)
+    # answers between the losses (flaps, < 0.1 s apart) do not end the outage: one outage, the stretch
+    assert row["lost_probes"] == 10 and row["downtime_s"] == pytest.approx(0.2, abs=0.011)
+    assert row["link monitor gives up (s)"] == pytest.approx(0.2)
+    b0 = networking.bond_cable_pull(lab, "bonded", b, "192.168.1.20", flap_s=0, before_s=0, after_s=0).run(1)
+    assert b0.trials.iloc[0]["lost_probes"] == 1  # each loss an outage of its own
 
 
 def test_bond_cable_pull_waits_for_the_partners_bond_too(icmp):
@@ -322,6 +365,7 @@ def test_bond_marks_match_the_drivers_lines():
     new = "kernel: bond0: (slave eth1): making interface the new active one"
     assert re.search(m["link monitor gives up"], down) and not re.search(m["link monitor gives up"], new)
     assert re.search(m["new active slave"], new)
+    assert re.search(m["link monitor gives up"], "kernel: bond0: (slave eth0): interface is now down")
     assert not re.search(m["link monitor gives up"], down.replace("eth0", "eth1"))  # the pulled one only
     assert not re.search(networking.bond_marks("bond1", "eth0")["link monitor gives up"], down)
 

@@ -763,3 +763,86 @@ def test_wait_answering_returns_once_a_span_of_attempts_was_answered_and_raises_
     _sysctl(netns, "net.ipv4.icmp_echo_ignore_all=0")
     p.wait_answering(span=0.5, timeout=10, interval=0.1)
     p.stop()
+
+
+# -- session probe and echo server ---------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def echo(kw):
+    """An EchoServer on this machine (agent serve-echo), stopped at the end of the test."""
+    srv = probes.EchoServer(LocalHost(), _free_port(), bind="127.0.0.1", **kw)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_session_probe_uses_one_connection_for_every_attempt(kw, started, echo):
+    p = probes.session(LocalHost(), "127.0.0.1", echo.port, hz=50, **kw)
+    run_for(p, started, 1.0)
+    df = p.log()
+    check_bookkeeping(p, df)
+    assert len(df) >= 40 and df["ok"].all() and set(df["conn"]) == {0}
+    assert (df["rtt_ms"] < 100).all()
+    assert p.header["local"].startswith("127.0.0.1:") and p.header["user_timeout"] == 10.0
+    assert p.footer["breaks"] == [] and p.footer["connections"] == 1
+    opened = [line for line in echo.log() if " open " in line]
+    assert len(opened) == 1 and opened[0].endswith(p.header["local"])  # one connection, the probe's
+    assert probes.session_breaks(df, after=p.t0)["survived"]
+
+
+def test_session_break_is_recorded_and_not_hidden_by_a_reconnect(kw, started, echo):
+    """The server goes away mid-run: the break is logged with its error, later attempts fail
+    with 'closed' (no silent new connection), and a server that comes back changes nothing."""
+    p = probes.session(LocalHost(), "127.0.0.1", echo.port, hz=50, **kw)
+    marks = run_for(p, started, 2.0, [(0.5, "kill", echo.stop), (1.0, "back", echo.start)])
+    df = p.log()
+    check_bookkeeping(p, df)
+    before = df[df["sent"] < marks["kill_before"]]
+    after = df[df["sent"] > marks["kill_after"] + 0.1]
+    assert len(before) >= 20 and before["ok"].all()
+    assert len(after) >= 40 and not after["ok"].any() and set(after["err"]) == {"closed"}
+    (brk,) = p.footer["breaks"]
+    assert brk["conn"] == 0 and brk["err"] in ("eof", "ECONNRESET") and brk["stage"] == "recv"
+    assert marks["kill_before"] <= brk["at"] <= marks["back_before"]
+    v = probes.session_breaks(df, after=marks["kill_before"])
+    assert not v["survived"] and v["broke"] and v["break_err"] == brk["err"] and v["connections"] == 1
+    assert 0 <= v["break_s"] < 0.5
+
+
+def test_session_reconnect_opens_a_new_connection_and_says_so(kw, started, echo):
+    p = probes.session(LocalHost(), "127.0.0.1", echo.port, hz=50, reconnect=True, **kw)
+    marks = run_for(p, started, 2.0, [(0.5, "kill", echo.stop), (1.0, "back", echo.start)])
+    df = p.log()
+    check_bookkeeping(p, df)
+    late = df[df["sent"] > marks["back_after"] + 0.2]
+    assert len(late) >= 20 and late["ok"].all() and set(late["conn"]) == {1}
+    gap = df[(df["sent"] > marks["kill_after"] + 0.1) & (df["sent"] < marks["back_before"])]
+    assert not gap["ok"].any() and set(gap["err"]) <= {"closed", "connecting", "ECONNREFUSED"}
+    assert p.footer["connections"] == 2
+    v = probes.session_breaks(df, after=marks["kill_after"])
+    assert not v["survived"] and v["first_ok_conn"] == 1 and v["connections"] == 2
+
+
+def test_session_breaks_from_a_log_that_survived_a_pause():
+    """A failover with the state synced: answers stop, then the same connection answers again."""
+    rows = [{"seq": i, "sent": 10 + i * 0.1, "recv": None if 5 <= i < 9 else 10 + i * 0.1 + 0.3 * (i == 9),
+             "ok": not 5 <= i < 9, "err": "timeout" if 5 <= i < 9 else None, "late": 0, "conn": 0}
+            for i in range(15)]
+    df = pd.DataFrame(rows)
+    df.attrs["footer"] = {"stopped": 12, "breaks": [], "connections": 1}
+    v = probes.session_breaks(df, after=10.45)
+    assert v == {"survived": True, "broke": False, "break_err": None, "break_s": None, "connections": 1,
+                 "first_ok_conn": 0}
+    assert not probes.session_breaks(df.iloc[:9], after=10.45)["survived"]  # stopped before an answer
+
+
+def test_session_probe_without_a_server_does_not_start(kw):
+    p = probes.session(LocalHost(), "127.0.0.1", _free_port(), hz=10, **kw)
+    with pytest.raises(probes.ProbeError, match="ECONNREFUSED|Connection refused"):
+        p.start(wait=5)

@@ -18,13 +18,15 @@ Log lines (the analysis module relies on exactly this):
 - header (first line, has key ``probe``): ``probe, name, target, hz, timeout, duration, count,
   host, pid, started`` (the agent's start), ``t0`` (epoch of the first scheduled attempt; slot k
   is due at t0 + k/hz), ``nice``, ``cpu_s`` (CPU spent starting up) plus kind-specific fields
-  (write: ``run, direct, sync, record_size``; icmp: ``socket``; dns: ``qname, qtype``);
+  (write: ``run, direct, sync, record_size``; icmp: ``socket``; dns: ``qname, qtype``;
+  session: ``local``, the connection's own address:port, ``user_timeout``, ``reconnect``);
 - attempts: ``{"seq": int, "sent": epoch, "recv": epoch|null, "ok": bool, "err": str|null}``,
   ``"late": n`` when n schedule slots were skipped before this attempt, plus kind-specific
   fields (``rtt_ms``, ``ttl``, ``status``, ``bytes``, ``rcode``, ``ancount``, ``answer``,
-  ``stage``, ``out``); lines are written as attempts finish, so not in seq order;
+  ``stage``, ``out``, ``conn``); lines are written as attempts finish, so not in seq order;
 - footer (last line, key ``stopped``): ``stopped, attempts, logged, unfinished, late_slots,
-  reason, cpu_s`` (user+sys CPU of the agent), ``elapsed`` (stopped - t0) and counters.
+  reason, cpu_s`` (user+sys CPU of the agent), ``elapsed`` (stopped - t0) and counters
+  (session: ``breaks``, a list of ``{conn, at, err, stage}``, and ``connections``).
 
 Analysis (outages, lost writes) lives in :mod:`hautils.analysis`; this module only runs probes and
 returns what they saw.
@@ -44,8 +46,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "AGENT_PATH", "LOG_DIR", "Probe", "ProbeError", "WriteProbe", "command", "dns", "http",
-    "icmp", "install_agent", "overhead", "parse_log", "tcp", "write",
+    "AGENT_PATH", "LOG_DIR", "EchoServer", "Probe", "ProbeError", "WriteProbe", "command", "dns",
+    "http", "icmp", "install_agent", "overhead", "parse_log", "session", "session_breaks", "tcp", "write",
 ]
 
 AGENT_PATH = "/usr/local/lib/hautils/agent.py"
@@ -514,6 +516,117 @@ def write(host, path: str, hz: float = 100, record_size: int = 4096, name: str |
                       options=["--path", path, "--record-size", str(int(record_size)), "--direct", direct,
                                "--sync", sync],
                       **kw)
+
+
+def session(host, target: str, port: int, hz: float = 20, name: str | None = None, timeout: float = 1.0, *,
+            user_timeout: float | None = 10.0, reconnect: bool = False, size: int = 16, **kw) -> Probe:
+    """One long-lived TCP connection to ``target:port`` (an :class:`EchoServer`): each attempt
+    sends a line on it and is ``ok`` when the echo comes back; ``conn`` says on which connection
+    (0: the one opened at start).  Where a failover loses the connection's state (a NAT router
+    without conntrackd), the connection breaks instead of pausing: the attempts in flight fail
+    with the error (``ECONNRESET``; ``ETIMEDOUT`` when ``user_timeout`` seconds of unacknowledged
+    data ran out: a router that drops the packets silently sends no reset), later ones with
+    ``closed``, or, with ``reconnect``, a new connection is opened (``conn`` 1, 2, ...) and the
+    outage lasts until it answers.  :func:`session_breaks` reads the breaks back."""
+    opts = ["--target", target, "--port", str(int(port)), "--size", str(int(size))]
+    if user_timeout is not None:
+        opts += ["--user-timeout", repr(float(user_timeout))]
+    if reconnect:
+        opts.append("--reconnect")
+    return Probe(host, "session", opts, hz=hz, name=name or f"session-{target}-{port}",
+                 target=f"{target}:{port}", timeout=timeout, **kw)
+
+
+def session_breaks(log_df: pd.DataFrame, after: float | None = None) -> dict[str, Any]:
+    """Did the session survive?  From a ``session`` probe's log (``Probe.log()``): ``survived``
+    (the first connection answered after ``after``, e.g. the fault, and never broke), ``broke``,
+    ``break_err`` and ``break_s`` (the first break's error and its time after ``after``, from the
+    footer, else from the first attempt marked ``broke``), ``connections`` (how many were
+    opened) and ``first_ok_conn`` (the connection of the first answer after ``after``).  A probe
+    stopped before it saw either an answer or a break leaves ``survived`` False."""
+    footer = log_df.attrs.get("footer") or {}
+    after = float(after) if after is not None else float("-inf")
+    breaks = [b for b in footer.get("breaks") or [] if b.get("stage") != "connect"]
+    if breaks:
+        first = min(breaks, key=lambda b: b["at"])
+        b_err, b_at = first["err"], float(first["at"])
+    elif "broke" in log_df.columns and log_df["broke"].fillna(False).astype(bool).any():
+        row = log_df[log_df["broke"].fillna(False).astype(bool)].iloc[0]
+        b_err, b_at = row["err"], float(row["sent"])
+    else:
+        b_err, b_at = None, None
+    conn = log_df["conn"] if "conn" in log_df.columns else pd.Series(0, index=log_df.index)
+    ok_after = log_df[log_df["ok"] & (log_df["recv"] > after)]
+    first_conn = int(conn[ok_after.index[0]]) if len(ok_after) else None
+    survived = b_at is None and len(ok_after) > 0 and bool((conn[ok_after.index] == 0).all())
+    return {"survived": survived, "broke": b_at is not None, "break_err": b_err,
+            "break_s": None if b_at is None or after == float("-inf") else round(b_at - after, 3),
+            "connections": int(footer.get("connections") or (conn.max() + 1 if len(conn) else 0)),
+            "first_ok_conn": first_conn}
+
+
+class EchoServer:
+    """The agent's TCP echo server (``agent.py serve-echo``) on ``host``: the far end of a
+    :func:`session` probe (the lab's guests have python3, no socat).  Started detached; its log
+    (one line per connection opened and closed, with the error that closed it: a reset from a
+    router that lost the connection's state shows here) is :meth:`log`.  ::
+
+        with probes.EchoServer(lab["server"], 7007):
+            ...
+    """
+
+    def __init__(self, host, port: int = 7007, *, bind: str = "0.0.0.0", log_dir: str = LOG_DIR,
+                 agent_path: str = AGENT_PATH, python: str = "python3"):
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port={port!r}: 1 to 65535")
+        self.host, self.port, self.bind = host, port, bind
+        self.agent_path, self.python = agent_path, python
+        self.log_path = f"{log_dir}/echo-{port}.err"
+        self.pid_path = f"{log_dir}/echo-{port}.pid"
+        self.pid: int | None = None
+
+    def argv(self) -> list[str]:
+        return [self.python, self.agent_path, "serve-echo", "--port", str(self.port), "--bind", self.bind]
+
+    def start(self, wait: float = 30.0) -> int:
+        """Start it (one already running on this port, by its PID file, is stopped first);
+        returns its PID once it listens."""
+        install_agent(self.host, self.agent_path)
+        q = shlex.quote
+        loops = max(1, int(wait / 0.05))
+        out = f"{self.log_path}.out"
+        script = (
+            f"mkdir -p {q(str(Path(self.log_path).parent))}\n"
+            f"if [ -f {q(self.pid_path)} ] && grep -q serve-echo /proc/$(cat {q(self.pid_path)})/cmdline 2>/dev/null; "
+            f"then kill $(cat {q(self.pid_path)}); sleep 0.2; fi\n"
+            f"setsid nohup {shlex.join(self.argv())} </dev/null >{q(out)} 2>{q(self.log_path)} &\n"
+            f"pid=$!; echo $pid >{q(self.pid_path)}; i=0\n"
+            f"while ! grep -q listening {q(out)} 2>/dev/null && kill -0 $pid 2>/dev/null && [ $i -lt {loops} ]; do\n"
+            "  sleep 0.05; i=$((i+1))\ndone\n"
+            f"if grep -q listening {q(out)}; then echo pid=$pid; else echo failed; cat {q(self.log_path)}; fi\n")
+        res = self.host.run(script, timeout=wait * 3 + 60)
+        for line in res.stdout.splitlines():
+            if line.startswith("pid="):
+                self.pid = int(line[4:])
+                return self.pid
+        raise ProbeError(f"echo server on {self.host.name} port {self.port} did not start: "
+                         f"{res.stdout.strip()[-500:] or 'no output'}")
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            self.host.run(f"kill {int(self.pid)} 2>/dev/null; true", timeout=60)
+            self.pid = None
+
+    def log(self) -> list[str]:
+        """The server's lines: ``<epoch> open <client>`` and ``<epoch> close <client> <why>``."""
+        return self.host.get(self.log_path).decode("utf-8", "replace").splitlines()
+
+    def __enter__(self) -> "EchoServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def command(host, cmd: str | Sequence[str], hz: float = 1, name: str | None = None,

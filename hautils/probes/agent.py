@@ -13,7 +13,9 @@ Kinds::
     agent.py http  --url http://IP:PORT/path
     agent.py dns   --server IP [--port 53] --qname NAME [--qtype A|AAAA|SRV|...]
     agent.py write --path FILE_OR_BLOCKDEV [--record-size 4096] [--direct auto|yes|no]
+    agent.py session --target IP --port P [--user-timeout S] [--reconnect]   (one TCP connection)
     agent.py cmd   [--timeout 5] -- COMMAND ARGS...      (forks per attempt: slow rates only)
+    agent.py serve-echo --port P [--bind ADDR]            (TCP echo server for session probes)
     agent.py verify --path P [--record-size 4096] [--run RUN] [--from-seq A] [--to-seq B]
 
 Common options: ``--hz H`` (default 100; cmd: 1), ``--timeout T`` (seconds an attempt may take
@@ -924,8 +926,237 @@ class CmdProber(Prober):
                             {"status": status, "rtt_ms": ms(recv - sent), "out": text})
 
 
+class SessionProber(Prober):
+    """One TCP connection for the whole run (kind session): each attempt sends a line
+    ``"<seq> <filler>\\n"`` on it and is ``ok`` when that line comes back (an echo server,
+    ``serve-echo``), so a failover that loses the connection's state shows as a break, not as a
+    pause.  Every record carries ``conn``: 0 is the connection opened at start, 1, 2... the ones
+    opened again with ``--reconnect`` after a break.  A break (reset, ``--user-timeout`` ran out,
+    the server closed) fails the attempts in flight with its error and is listed in the footer's
+    ``breaks``; without ``--reconnect`` every later attempt fails with err ``closed``, with it the
+    next attempt opens a new connection (its attempts fail with err ``connecting`` until then).
+    Attempts are pipelined on the one stream: while the path is down the lines queue in the
+    socket and TCP retransmits them, so the first echo after an outage also shows TCP's own
+    retransmission back-off, which is part of what an application sees."""
+
+    kind = "session"
+
+    def __init__(self, args, agent):
+        super().__init__(args, agent)
+        ai = socket.getaddrinfo(args.target, args.port, 0, socket.SOCK_STREAM)[0]
+        self.family, self.addr = ai[0], ai[4]
+        self.conn = -1
+        self.sock = None
+        self.connecting = False
+        self.out = b""
+        self.buf = b""
+        self.breaks = []
+        self.late_replies = 0
+        self.dup_replies = 0
+        self.timed_out = set()
+        self.timed_out_order = collections.deque()
+        self.local = None
+        self.filler = b"x" * max(0, args.size)
+        # the first connection is made before attempt 0, blocking: a probe that cannot reach its
+        # server at all is a failed start (ProbeError), not an outage
+        s = socket.create_connection(self.addr[:2], timeout=max(self.timeout, 5.0))
+        self._adopt(s)
+
+    def _options(self, s):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.args.user_timeout is not None:
+            # TCP_USER_TIMEOUT (ms): give up on a connection whose data stays unacknowledged this
+            # long; without it Linux retransmits for ~15 min before the break shows
+            s.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", 18),
+                         int(self.args.user_timeout * 1000))
+
+    def _adopt(self, s):
+        """``s`` is connected: it is the session now."""
+        self._options(s)
+        s.setblocking(False)
+        self.sock = s
+        self.connecting = False
+        self.conn += 1
+        self.out = self.buf = b""
+        self.local = "%s:%d" % s.getsockname()[:2]
+        self.agent.sel.register(s, selectors.EVENT_READ, self.on_event)
+
+    def info(self):
+        return {"target": self.args.target, "port": self.args.port, "local": self.local,
+                "user_timeout": self.args.user_timeout, "reconnect": bool(self.args.reconnect),
+                "size": len(self.filler)}
+
+    def stats(self):
+        return {"breaks": self.breaks, "connections": self.conn + 1, "late_replies": self.late_replies,
+                "dup_replies": self.dup_replies}
+
+    def _reconnect(self):
+        s = socket.socket(self.family, socket.SOCK_STREAM)
+        self._options(s)
+        s.setblocking(False)
+        e = s.connect_ex(self.addr)
+        if e == 0:
+            self._adopt(s)
+            return
+        if e not in (errno.EINPROGRESS, errno.EAGAIN):
+            s.close()
+            self.breaks.append({"conn": self.conn + 1, "at": time.time(), "err": errname(e), "stage": "connect"})
+            return
+        self.sock, self.connecting = s, True
+        self.agent.sel.register(s, selectors.EVENT_WRITE, self.on_event)
+
+    def attempt(self, seq, late):
+        if self.sock is None and self.args.reconnect:
+            self._reconnect()
+        sent = time.time()
+        if self.sock is None or self.connecting:
+            self.agent.emit(seq, late, sent, None, False, "connecting" if self.connecting else "closed",
+                            {"conn": self.conn})
+            return
+        self.out += b"%d %s\n" % (seq, self.filler)
+        p = Pending(seq, late, sent, time.monotonic() + self.timeout)
+        p.state = self.conn
+        self.add_pending(p)
+        self._flush()
+
+    def _flush(self):
+        try:
+            while self.out:
+                n = self.sock.send(self.out)
+                self.out = self.out[n:]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._break(errname(e), "send")
+            return
+        if self.sock is not None and not self.connecting:
+            self.agent.sel.modify(self.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0),
+                                  self.on_event)
+
+    def _break(self, err, stage):
+        """The connection is gone: fail what is in flight with ``err`` and close it."""
+        t = time.time()
+        self.breaks.append({"conn": self.conn, "at": t, "err": err, "stage": stage,
+                            "in_flight": len(self.pending)})
+        for p in list(self.pending.values()):
+            self.agent.emit(p.seq, p.late, p.sent, None, False, err, {"conn": p.state, "broke": True})
+        self.pending.clear()
+        try:
+            self.agent.sel.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+        self.sock, self.connecting = None, False
+        self.out = self.buf = b""
+
+    def on_event(self, ev):
+        if self.sock is None:
+            return
+        if self.connecting:
+            e = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            s = self.sock
+            self.agent.sel.unregister(s)
+            if e:
+                s.close()
+                self.sock, self.connecting = None, False
+                self.breaks.append({"conn": self.conn + 1, "at": time.time(), "err": errname(e),
+                                    "stage": "connect"})
+            else:
+                self.sock = None
+                self._adopt(s)
+            return
+        if ev & selectors.EVENT_WRITE:
+            self._flush()
+            if self.sock is None:
+                return
+        if not ev & selectors.EVENT_READ:
+            return
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    self._break("eof", "recv")
+                    return
+                t = time.time()
+                self.buf += chunk
+                *lines, self.buf = self.buf.split(b"\n")
+                for line in lines:
+                    self._echo(line, t)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._break(errname(e), "recv")
+
+    def _echo(self, line, t):
+        try:
+            seq = int(line.split(b" ", 1)[0])
+        except ValueError:
+            return
+        p = self.pending.pop(seq, None)
+        if p is None:
+            if seq in self.timed_out:
+                self.late_replies += 1
+            else:
+                self.dup_replies += 1
+            return
+        self.agent.emit(seq, p.late, p.sent, t, True, None, {"rtt_ms": ms(t - p.sent), "conn": p.state})
+
+    def on_timeout(self, p):
+        self.timed_out.add(p.seq)
+        self.timed_out_order.append(p.seq)
+        if len(self.timed_out_order) > 100000:
+            self.timed_out.discard(self.timed_out_order.popleft())
+        self.agent.emit(p.seq, p.late, p.sent, None, False, "timeout", {"conn": p.state})
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+
+
+def serve_echo(args):
+    """A threaded TCP echo server (``serve-echo``), the far end of a ``session`` probe: the lab's
+    guests have python3 but no socat.  Runs until killed; prints ``listening HOST:PORT`` once
+    bound and, on stderr, one line per connection opened and closed (with the error that closed
+    it: a reset from a router that lost the connection's state shows here)."""
+    import socketserver
+
+    def say(text):
+        sys.stderr.write("%.6f %s\n" % (time.time(), text))
+        sys.stderr.flush()
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self):
+            peer = "%s:%d" % self.client_address[:2]
+            say("open %s" % peer)
+            why = "eof"
+            try:
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while True:
+                    data = self.request.recv(65536)
+                    if not data:
+                        break
+                    self.request.sendall(data)
+            except OSError as e:
+                why = errname(e)
+            say("close %s %s" % (peer, why))
+
+    class Server(socketserver.ThreadingTCPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+
+    srv = Server((args.bind, args.port), Echo)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    sys.stdout.write("listening %s:%d\n" % srv.server_address[:2])
+    sys.stdout.flush()
+    try:
+        srv.serve_forever()
+    finally:
+        srv.server_close()
+    return 0
+
+
 PROBERS = {"icmp": IcmpProber, "tcp": StreamProber, "http": StreamProber, "dns": DnsProber,
-           "write": WriteProber, "cmd": CmdProber}
+           "write": WriteProber, "cmd": CmdProber, "session": SessionProber}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1211,7 +1442,18 @@ def parse_args(argv):
                    help="O_SYNC (data and metadata, timestamps included), O_DSYNC (data, and only the "
                         "metadata needed to read it back), or fdatasync: a plain write into the page cache "
                         "followed by fdatasync(), as databases do (no O_DIRECT)")
+    s = sub.add_parser("session", parents=[common])
+    s.add_argument("--target", required=True)
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--size", type=int, default=16, help="filler bytes in each line, after the sequence number")
+    s.add_argument("--user-timeout", type=positive,
+                   help="seconds unacknowledged data may wait before the connection is given up (TCP_USER_TIMEOUT)")
+    s.add_argument("--reconnect", action="store_true",
+                   help="after a break, open a new connection (its records have conn 1, 2, ...)")
     sub.add_parser("cmd", parents=[common])
+    s = sub.add_parser("serve-echo")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--bind", default="0.0.0.0")
     s = sub.add_parser("verify")
     s.add_argument("--path", required=True)
     s.add_argument("--record-size", type=int, default=4096)
@@ -1219,7 +1461,7 @@ def parse_args(argv):
     s.add_argument("--from-seq", type=int)
     s.add_argument("--to-seq", type=int)
     a = p.parse_args(argv)
-    if a.kind == "verify":
+    if a.kind in ("verify", "serve-echo"):
         return a
     a.command = command
     if command and a.kind != "cmd":
@@ -1244,6 +1486,8 @@ def main(argv=None):
     try:
         if args.kind == "verify":
             return verify(args)
+        if args.kind == "serve-echo":
+            return serve_echo(args)
         return Agent(args).run()
     except (ProbeError, OSError) as e:
         sys.stderr.write("agent.py %s: %s\n" % (args.kind, e))

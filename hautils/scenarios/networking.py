@@ -54,9 +54,11 @@ def bond_marks(bond: str = "bond0", iface: str = "eth0") -> dict[str, str]:
     """The bonding driver's kernel messages (drivers/net/bonding/bond_main.c, Linux 6.1) that end
     the phases of a failover: the link monitor gives up on the pulled slave, then another slave
     becomes the active one.  E.g. ``bond0: (slave eth0): link status definitely down, disabling
-    slave`` and ``bond0: (slave eth1): making interface the new active one``."""
+    slave`` (active-backup's monitors) or ``bond0: (slave eth0): interface is now down`` (the ARP
+    monitor of the load-balancing modes, bond_loadbalance_arp_mon) and ``bond0: (slave eth1):
+    making interface the new active one`` (modes with an active slave only)."""
     b, i = re.escape(bond), re.escape(iface)
-    return {"link monitor gives up": rf"{b}: \(slave {i}\): link status definitely down",
+    return {"link monitor gives up": rf"{b}: \(slave {i}\): (link status definitely down|interface is now down)",
             "new active slave": rf"{b}: \(slave \S+\): making interface the new active one"}
 
 
@@ -102,10 +104,11 @@ def _report(lab, hosts: Sequence[str], commands: Sequence[str]) -> str:
 
 def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None = None, *, hz: float = 100,
                     probe_host: str | None = None, target: str | None = None,
-                    replug_after_s: float | None = None, outage: bool = True,
+                    replug_after_s: float | None = None, outage: bool | None = None,
                     settle: Sequence[tuple[str, Bond]] = (), before_s: float = 2, after_s: float = 2,
-                    timeout_s: float = 60, settle_timeout_s: float = 60, label: str | None = None,
-                    sleep: Callable[[float], None] = time.sleep) -> Experiment:
+                    timeout_s: float = 60, settle_timeout_s: float = 60, flap_s: float | None = None,
+                    label: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                    now: Callable[[], float] = time.time) -> Experiment:
     """Pull the cable of ``iface`` (default: the bond's primary, else its first slave) on the
     bonded ``host`` while ICMP echoes go to the peer (``peer_ip``) at ``hz``; then plug it back
     and wait until the bond is on its primary again with every link up.
@@ -113,14 +116,23 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
     ``probe_host``/``target``: probe from elsewhere (e.g. from the peer to the bond's address).
     ``replug_after_s``: plug the cable back that many seconds after the pull, before waiting for
     the peer: for a link monitor that never notices the pull (``miimon`` on UML NICs, which
-    always report carrier), whose outage then lasts until the cable is back.  ``outage=False``:
-    a mode that loses nothing when one link goes (broadcast): no recovery to wait for.
+    always report carrier), whose outage then lasts until the cable is back.  ``outage``: the
+    pull interrupts the traffic until the monitor acts (default: in the modes with an active
+    slave), so the trial waits for the probe's recovery; ``False`` (default in balance-rr,
+    balance-xor, broadcast, 802.3ad): it may lose a share of the packets, or none (broadcast; an
+    xor hash that put the peer on the other slave: seen in the lab), so the trial waits until
+    the monitor has taken the pulled slave down instead of for an outage that may never come.
     ``settle``: more ``(host, Bond)`` pairs to wait for before the next trial, such as the LACP
-    partner's bond on the peer.
+    partner's bond on the peer.  ``flap_s``: answers that come back less than this long before
+    the next loss do not end the outage (default 0.1 s without an active slave, where
+    balance-rr loses every other packet until the monitor acts: the outage is that whole
+    stretch; 0 with one, where the first answer ends it).
 
     Row: ``mode``, ``monitor``, ``active before``, ``active after``, ``monitor noticed`` (the
-    pulled slave's link failure count rose), ``downtime_s``, ``lost_probes``, ``stalls_s`` and
-    the phases from the kernel log (:func:`bond_marks`)."""
+    pulled slave's link failure count rose), ``downtime_s``, ``lost_probes`` (of the longest
+    outage), ``stalls_s``, ``lost after pull`` and ``loss window_s`` (every failed probe after
+    the pull, and from the pull to the last of them: balance-rr loses every other packet, so no
+    single outage tells its loss) and the phases from the kernel log (:func:`bond_marks`)."""
     if not isinstance(bond, Bond):
         raise TypeError(f"bond={bond!r}: a hautils.services.bonding.Bond (the one applied on {host})")
     host = _host(lab, host, "host")
@@ -138,8 +150,14 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
     target = _ipv4(target, "target") if target is not None else peer_ip
     _positive(hz, "hz")
     _positive(replug_after_s, "replug_after_s", allow_none=True)
-    if replug_after_s is not None and not outage:
+    if outage is False and replug_after_s is not None:
         raise ValueError("replug_after_s is for a pull that causes an outage; outage=False expects none")
+    if outage is None:
+        outage = bond.number in PRIMARY_MODES
+    if flap_s is None:
+        flap_s = 0.0 if bond.number in PRIMARY_MODES else 0.1
+    elif isinstance(flap_s, bool) or not isinstance(flap_s, (int, float)) or flap_s < 0:
+        raise ValueError(f"flap_s={flap_s!r}: seconds, 0 or more")
     settle = [(_host(lab, h, "settle"), b) for h, b in settle]
     if not all(isinstance(b, Bond) for _, b in settle):
         raise TypeError("settle: (host, Bond) pairs")
@@ -164,10 +182,34 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
     def recovered(t: Trial) -> None:
         if replug_after_s is not None:
             sleep(replug_after_s)
-            t.event(lab.cable_plug(host, iface), f"hautils: {iface} {REPLUG_EVENT}")
+            # the time before the call: the plug's own stamp is taken after the netlink call returns,
+            # and the first echo through the replugged cable was seen to arrive before it
+            before = now()
+            lab.cable_plug(host, iface)
+            t.event(before, f"hautils: {iface} {REPLUG_EVENT}")
             t.replugged = True
         if outage:
             t.probe.wait_recovered(t.fault_time, timeout=timeout_s, max_latency=0.5)
+        elif not t.replugged:
+            wait_slave_down(t)
+
+    def wait_slave_down(t: Trial) -> None:
+        """No outage to wait for: until the link monitor has taken the pulled slave down."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = bond.state(lab[host])
+            if iface in st.slaves and st.slaves[iface].mii_status != "up":
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{bond.name} on {host}: {iface} still up {timeout_s:g} s after its cable was "
+                                   f"pulled: the link monitor ({monitor}) did not notice")
+            sleep(0.2)
+
+    def lost(t: Trial) -> dict[str, Any]:
+        log = t.log
+        failed = log[(log["sent"] >= t.fault_time) & ~log["ok"]]
+        window = float(failed["sent"].max() - t.fault_time) if len(failed) else 0.0
+        return {"lost after pull": int(len(failed)), "loss window_s": round(window, 3)}
 
     def during(t: Trial) -> None:
         st = bond.state(lab[host])
@@ -192,10 +234,10 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
     return Experiment(
         name, prepare=prepare,
         probe=lambda t: probes.icmp(lab[probe_host], target, hz=hz, name=f"{slug}-{t.index}"),
-        fault=lambda t: lab.cable_pull(host, iface), recovered=recovered if outage or replug_after_s else None,
+        fault=lambda t: lab.cable_pull(host, iface), recovered=recovered, verify=lost,
         during=during, restore=restore, marks=marks, journals=lambda t: [lab[host]],
         final_phase="peer answers again", diagnose=diagnose, before_s=before_s, after_s=after_s,
-        timeout_s=timeout_s, stall_s=None)
+        timeout_s=timeout_s, stall_s=None, settle=flap_s)
 
 
 # -- gateway level: the VRRP master loses power ---------------------------------------------------

@@ -279,9 +279,14 @@ class Bond:
         res = host.run(self.script(), check=False, timeout=timeout)
         if not res.ok:
             where = getattr(host, "name", "?")
+            why = (res.stderr or res.stdout).strip()
+            if self.number == 6 and "not supported" in why:
+                why += ("\n(balance-alb changes the MAC address of a slave that is up; the kernel refuses "
+                        "when the NIC's driver cannot, as UML's cannot: dmesg says \"ALB mode requires that "
+                        "the base driver support setting the hw address also when the network device's "
+                        "interface is open\". Use balance-tlb, or active-backup, on this lab)")
             raise CommandError(where, f"ip link add {self.name} type bond " + " ".join(self.options()),
-                               res.exit_status, res.stdout,
-                               f"{self.name} not built on {where}: {(res.stderr or res.stdout).strip()}")
+                               res.exit_status, res.stdout, f"{self.name} not built on {where}: {why}")
         return self.state(host)
 
     def remove(self, host) -> None:
