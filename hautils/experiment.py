@@ -73,6 +73,7 @@ class Trial:
         self.events: list[tuple[float, str]] = []
         self.row: dict[str, Any] = {}
         self.timings: dict[str, float] = {}  # wall-clock seconds of each step, for budgets
+        self.offsets: dict[str, float] = {}  # host -> seconds its clock is ahead (clock_offsets)
 
     def set(self, **values: Any) -> "Trial":
         for k, v in values.items():
@@ -179,7 +180,12 @@ class Experiment:
     ``restore``   last: give the lab its redundancy back for the next trial;
     ``journals``  the hosts whose journals hold the phase ``marks``;
     ``diagnose``  on a failed trial: text that explains it (kernel messages, states), shown in
-                  the error.
+                  the error;
+    ``clock_offsets`` after the probes stopped: ``{host: seconds its clock is ahead of the
+                  machine's}`` (:func:`hautils.clock.offsets`); probe logs and journal lines of
+                  those hosts are moved onto the machine's clock, the fault's, before the
+                  analysis (guests' clocks were seen up to 14 ms apart: enough to order a
+                  router's log line after the client's first answer through it).
     """
 
     name: str
@@ -194,6 +200,7 @@ class Experiment:
     journals: Callable[[Trial], Iterable[Any]] | None = None
     final_phase: str = "client reconnects"
     diagnose: Callable[[Trial, BaseException], str] | None = None
+    clock_offsets: Callable[[Trial], Mapping[str, float]] | None = None
     before_s: float = 2.0
     after_s: float = 2.0
     timeout_s: float = 240.0
@@ -223,7 +230,9 @@ class Experiment:
 
     def _analyse(self, t: Trial) -> None:
         for name, p in t.probes.items():
-            t.logs[name] = p.log()
+            log = p.log()
+            off = t.offsets.get(getattr(getattr(p, "host", None), "name", None), 0.0)
+            t.logs[name] = analysis.align(log, -off) if off else log
         if not self.downtime:
             return
         log = t.log
@@ -245,8 +254,9 @@ class Experiment:
             return
         events = list(t.events)
         for host in self.journals(t):  # type: ignore[misc]
-            events += [(line.time, f"{line.identifier}: {line.message}")
-                       for line in host.journal(since=t.fault_time - 1)]
+            off = t.offsets.get(getattr(host, "name", None), 0.0)
+            events += [(line.time - off, f"{line.identifier}: {line.message}")
+                       for line in host.journal(since=t.fault_time - 1 + off)]
         t.phases = analysis.phases(events, self.marks, start=t.fault_time, end=t.downtime.outage.first_ok_after,
                                    final=self.final_phase)
 
@@ -288,6 +298,8 @@ class Experiment:
                 except Exception:  # a probe on a host that was powered off: its log tells the rest
                     pass
         lap("probing")
+        if self.clock_offsets:
+            t.offsets = dict(self.clock_offsets(t))
         self._analyse(t)
         if self.verify:
             t.row.update(self.verify(t) or {})

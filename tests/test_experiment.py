@@ -226,3 +226,26 @@ def test_run_together_stops_at_the_first_failed_trial():
     bad = make(log, calls, prepare=broken)
     with pytest.raises(ExperimentError, match="trial 0 of 3 failed: RuntimeError: router did not come back"):
         Experiment.run_together({"ok": ok, "bad": bad}, 3)
+
+
+def test_clock_offsets_move_logs_and_journal_lines_onto_the_machines_clock():
+    """Seen in the gateway lab: the client's clock 14 ms behind, the survivor's 0.5 ms: the
+    router's line came after the client's first answer until both were moved onto one clock."""
+    log = synthetic_log([(5.0, 6.0)])  # the client's clock: its first answer at +6.0 (+6.014 really)
+    journal = FakeHost([(6.01, "becomes master")])  # the survivor's clock, right
+    journal.name = "survivor"
+
+    def probe(t):
+        p = FakeProbe("w", log, [])
+        p.host = type("H", (), {"name": "client"})()
+        return p
+
+    kw = dict(probe=probe, marks={"takeover": r"becomes master"}, journals=lambda t: [journal])
+    plain = make(log, [], **kw).run(1)
+    assert pd.isna(plain.trials["takeover (s)"][0])  # 6.01 is after the client's 6.0: not in the outage
+    shifted = make(log, [], clock_offsets=lambda t: {"client": -0.014, "survivor": 0.0}, **kw).run(1)
+    t = shifted.runs[0]
+    assert t.offsets == {"client": -0.014, "survivor": 0.0}
+    assert t.log["sent"].iloc[0] == pytest.approx(T0 + 0.014)  # moved forward by 14 ms
+    assert shifted.trials["takeover (s)"][0] == pytest.approx(1.01)
+    assert shifted.trials.downtime_s[0] == pytest.approx(plain.trials.downtime_s[0])  # one clock: same length

@@ -104,6 +104,12 @@ class FakeLab:
         self.events: list[tuple[str, str]] = []
         self.off: set[str] = set()
         self.pulled: set[str] = set()
+        self.offsets: dict[str, float] = {}  # host -> seconds its clock is ahead
+        self.asked: list[set[str]] = []
+
+    def clock_offsets(self, hosts=None):
+        self.asked.append(set(hosts))
+        return {h: self.offsets.get(h, 0.0) for h in hosts if h not in self.off}
 
     def __getitem__(self, name):
         return self.hosts[name]
@@ -129,9 +135,9 @@ class FakeLab:
         return T0 + 30.0
 
 
-def icmp_log(gaps=(), end=10.0, hz=100) -> pd.DataFrame:
-    """An ICMP probe log from T0: a reply 1 ms after each send, none inside a gap (a, b)."""
-    rows, t, seq = [], 0.0, 0
+def icmp_log(gaps=(), end=10.0, hz=100, start=0.0) -> pd.DataFrame:
+    """An ICMP probe log from T0 + start: a reply 1 ms after each send, none inside a gap (a, b)."""
+    rows, t, seq = [], start, 0
     while t < end:
         lost = any(a <= t < b for a, b in gaps)
         rows.append({"seq": seq, "sent": T0 + t, "recv": None if lost else T0 + t + 0.001, "ok": not lost,
@@ -176,7 +182,8 @@ def icmp(monkeypatch):
     made = []
 
     def fake(host, target, hz=100, name=None, **kw):
-        p = FakeProbe(host, target, name, icmp_log(made_gaps[0], hz=hz))
+        log = icmp_log(made_gaps[0], hz=hz) if not fake.logs else fake.logs.pop(0)
+        p = FakeProbe(host, target, name, log)
         p.kw = kw
         made.append(p)
         return p
@@ -184,6 +191,7 @@ def icmp(monkeypatch):
     made_gaps = [()]
     monkeypatch.setattr("hautils.probes.icmp", fake)
     fake.made, fake.gaps = made, made_gaps
+    fake.logs = []  # logs for the next probes, in order, before falling back to gaps
     return fake
 
 
@@ -413,7 +421,9 @@ def quick_wait(monkeypatch):
 
 def test_vrrp_power_failure_a_whole_trial(icmp, quick_wait):
     lab = gateway_lab()
-    icmp.gaps[0] = [(5.0, 5.5)]
+    # the failover's probe, then the one that watches the return (power on at T0+30; the
+    # preemption costs 0.2 s at T0+40)
+    icmp.logs[:] = [icmp_log([(5.0, 5.5)]), icmp_log([(40.0, 40.2)], start=29.0, end=45.0)]
     vrrp = Keepalived(lab.topology, advert_int=0.1, conntrackd=True)
     booted = []
     run = networking.vrrp_power_failure(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=vrrp,
@@ -426,6 +436,9 @@ def test_vrrp_power_failure_a_whole_trial(icmp, quick_wait):
     assert row["master down timer (detection) (s)"] == pytest.approx(0.3)
     assert row["becomes MASTER (s)"] == pytest.approx(0.0)
     assert row["master after return"] == "gw1"  # preempt: the old master takes the addresses back
+    assert row["return downtime_s"] == pytest.approx(0.21, abs=0.011) and row["return lost"] == 20
+    assert [p.name for p in icmp.made] == ["VRRP-power-failure-advert-int-0.1-s-0",
+                                           "VRRP-power-failure-advert-int-0.1-s-0-return"]
     assert lab.events == [("power_off", "gw1"), ("power_on", "gw1")]
     # conntrackd before keepalived on the router that came back
     assert "systemctl start conntrackd && systemctl start keepalived" in lab.hosts["gw1"].runs
@@ -435,7 +448,7 @@ def test_vrrp_power_failure_a_whole_trial(icmp, quick_wait):
 
 def test_vrrp_power_failure_with_nopreempt_keeps_the_survivor(icmp, quick_wait):
     lab = gateway_lab()
-    icmp.gaps[0] = [(5.0, 8.5)]
+    icmp.logs[:] = [icmp_log([(5.0, 8.5)]), icmp_log(start=29.0, end=45.0)]
 
     def power_on(host, wait=True):  # the old master comes back as backup
         lab.events.append(("power_on", host))
@@ -449,6 +462,7 @@ def test_vrrp_power_failure_with_nopreempt_keeps_the_survivor(icmp, quick_wait):
                                         before_s=0, after_s=0).run(1)
     row = run.trials.iloc[0]
     assert row["master after return"] == "gw2" and row["downtime_s"] == pytest.approx(3.51, abs=0.011)
+    assert row["return downtime_s"] == 0 and row["return lost"] == 0  # nopreempt: the return costs nothing
     assert "systemctl start keepalived" in lab.hosts["gw1"].runs
 
 
@@ -750,3 +764,22 @@ def test_kernel_journal_lines_are_timed_when_the_kernel_logged_them():
     assert lines[0].time == pytest.approx(1796290864.885979 - 0.010094, abs=1e-6)
     assert lines[1].time == pytest.approx(1796290864.9, abs=1e-6)
     assert lines[1].unit == "keepalived.service"
+
+
+def test_vrrp_phases_are_read_on_one_clock(icmp, quick_wait):
+    """The client's clock behind the routers' (14 ms in the lab, 0.25 s here to make it plain):
+    the survivor's lines belong before the client's first answer once both are on the machine's
+    clock; the downtime, the client's alone, does not change."""
+    lab = gateway_lab()
+    lab.offsets = {"client": -0.25}
+    lab.hosts["gw2"].lines = [(5.6, "Keepalived_vrrp", "(VI_inside) Receive advertisement timeout"),
+                              (5.61, "Keepalived_vrrp", "(VI_inside) Entering MASTER STATE")]
+    icmp.logs[:] = [icmp_log([(5.0, 5.5)]), icmp_log(start=29.0, end=45.0)]
+    vrrp = Keepalived(lab.topology, advert_int=0.1)
+    row = networking.vrrp_power_failure(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=vrrp,
+                                        before_s=0, after_s=0).run(1).trials.iloc[0]
+    assert lab.asked[0] == {"client", "gw2"}  # the failed router is off: not asked
+    assert row["downtime_s"] == pytest.approx(0.51, abs=0.011)
+    assert row["master down timer (detection) (s)"] == pytest.approx(0.6)
+    assert row["becomes MASTER (s)"] == pytest.approx(0.01)
+    assert row["client reaches the server (s)"] == pytest.approx(0.141, abs=0.011)

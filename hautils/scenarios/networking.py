@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .. import probes
+from .. import analysis, probes
 from ..experiment import Experiment, Trial
 from ..services.bonding import PRIMARY_MODES, Bond
 from ..services.keepalived import VRRP_MARKS, holders, wait_master
@@ -236,6 +236,7 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
         probe=lambda t: probes.icmp(lab[probe_host], target, hz=hz, name=f"{slug}-{t.index}"),
         fault=lambda t: lab.cable_pull(host, iface), recovered=recovered, verify=lost,
         during=during, restore=restore, marks=marks, journals=lambda t: [lab[host]],
+        clock_offsets=lambda t: lab.clock_offsets({host, probe_host}),
         final_phase="peer answers again", diagnose=diagnose, before_s=before_s, after_s=after_s,
         timeout_s=timeout_s, stall_s=None, settle=flap_s)
 
@@ -247,7 +248,8 @@ def vrrp_power_failure(lab, routers: Sequence[str], client: str, target_ip: str,
                        vips: Sequence[str] | None = None, preempt: bool | None = None,
                        services: Sequence[str] | None = None, after_boot: Callable[[Any], Any] | None = None,
                        hz: float = 100, before_s: float = 2, after_s: float = 2, timeout_s: float = 60,
-                       settle_timeout_s: float = 300, label: str | None = None) -> Experiment:
+                       settle_timeout_s: float = 300, watch_return: bool = True,
+                       label: str | None = None, sleep: Callable[[float], None] = time.sleep) -> Experiment:
     """Cut the power of the VRRP master (the router holding the virtual addresses) while
     ``client`` pings ``target_ip`` (a host behind the gateway) at ``hz``; then boot it again and
     wait until the pair has settled: the old master holds the addresses again with preempt, the
@@ -259,11 +261,14 @@ def vrrp_power_failure(lab, routers: Sequence[str], client: str, target_ip: str,
     once it boots, in order (default: keepalived, after conntrackd when the notify scripts drive
     conntrackd); they are enabled, so this only makes sure.  ``after_boot(host)``: anything else
     the returning router needs that a reboot loses (the NAT rules load at boot by themselves,
-    :class:`~hautils.services.keepalived.Nat`).
+    :class:`~hautils.services.keepalived.Nat`).  ``watch_return``: keep a second probe running
+    from the power-on until the pair has settled (and ``after_s`` more), to measure what the
+    return costs: with preempt the old master takes the addresses back, a second interruption.
 
     Row: ``from``, ``to``, ``advert_int`` and ``bound (s)`` (RFC 5798's master down interval)
-    with ``vrrp``, ``downtime_s``, ``lost_probes``, ``stalls_s`` and the phases from the
-    survivor's keepalived log (:data:`~hautils.services.keepalived.VRRP_MARKS`)."""
+    with ``vrrp``, ``master after return``, ``return downtime_s`` and ``return lost`` (the
+    longest outage after the power-on, 0 if none: the cost of preemption), ``downtime_s``,
+    ``lost_probes``, ``stalls_s`` and the phases from the survivor's keepalived log (:data:`~hautils.services.keepalived.VRRP_MARKS`)."""
     routers = [_host(lab, r, "routers") for r in routers]
     if len(routers) != 2 or routers[0] == routers[1]:
         raise ValueError(f"routers={routers!r}: the two routers of the VRRP pair")
@@ -311,15 +316,29 @@ def vrrp_power_failure(lab, routers: Sequence[str], client: str, target_ip: str,
             t.row.update({"advert_int": vrrp.advert_int, "bound (s)": round(vrrp.failover_bound(), 3)})
 
     def restore(t: Trial) -> None:
-        lab.power_on(t.master.name)
-        old = lab[t.master.name]
-        if after_boot is not None:
-            after_boot(old)
-        old.run(" && ".join(f"systemctl start {s}" for s in services), timeout=120)
-        old.wait_for("systemctl is-active --quiet keepalived", timeout=120)
-        expected = t.master.name if preempt else t.backup.name
-        t.row["master after return"] = wait_master(pair(), vips, expected=expected, timeout=settle_timeout_s,
-                                                   stable_s=stable_s)
+        watch = probes.icmp(lab[client], target_ip, hz=hz, name=f"{slug}-{t.index}-return") if watch_return else None
+        if watch is not None:
+            watch.start()
+        try:
+            on = lab.power_on(t.master.name)
+            old = lab[t.master.name]
+            if after_boot is not None:
+                after_boot(old)
+            old.run(" && ".join(f"systemctl start {s}" for s in services), timeout=120)
+            old.wait_for("systemctl is-active --quiet keepalived", timeout=120)
+            expected = t.master.name if preempt else t.backup.name
+            t.row["master after return"] = wait_master(pair(), vips, expected=expected,
+                                                       timeout=settle_timeout_s, stable_s=stable_s)
+            if watch is not None:
+                sleep(after_s)
+        finally:
+            if watch is not None and watch.running():
+                watch.stop()
+        if watch is not None:
+            log = watch.log()
+            t.logs["return"] = log
+            d = analysis.downtime(log, on, pick="longest", allow_open=True)
+            t.row.update({"return downtime_s": d.downtime_s, "return lost": d.lost_probes})
 
     def diagnose(t: Trial, exc: BaseException) -> str:
         since = (t.fault_time or time.time()) - 5
@@ -333,7 +352,7 @@ def vrrp_power_failure(lab, routers: Sequence[str], client: str, target_ip: str,
         name, prepare=prepare,
         probe=lambda t: probes.icmp(lab[client], target_ip, hz=hz, name=f"{slug}-{t.index}"),
         fault=lambda t: lab.power_off(t.master.name), restore=restore, marks=VRRP_MARKS,
-        journals=lambda t: [t.backup], final_phase="client reaches the server", diagnose=diagnose,
+        journals=lambda t: [t.backup], clock_offsets=lambda t: lab.clock_offsets([client, t.backup.name]), final_phase="client reaches the server", diagnose=diagnose,
         before_s=before_s, after_s=after_s, timeout_s=timeout_s, stall_s=None)
 
 
