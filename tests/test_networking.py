@@ -783,3 +783,101 @@ def test_vrrp_phases_are_read_on_one_clock(icmp, quick_wait):
     assert row["master down timer (detection) (s)"] == pytest.approx(0.6)
     assert row["becomes MASTER (s)"] == pytest.approx(0.01)
     assert row["client reaches the server (s)"] == pytest.approx(0.141, abs=0.011)
+
+
+# -- a NAT session across the failover ----------------------------------------------------------------
+
+def session_log(gap, *, reconnect_at=None, end=12.0, hz=20) -> pd.DataFrame:
+    """A session probe's log from T0: echoes 1 ms after each send on connection 0, timeouts
+    inside ``gap``; with ``reconnect_at`` the connection broke at the gap's end (ETIMEDOUT) and
+    a new one (conn 1) answers from then on."""
+    rows, t, seq = [], 0.0, 0
+    a, b = gap
+    while t < end:
+        if a <= t < b:
+            rows.append({"seq": seq, "sent": T0 + t, "recv": None, "ok": False, "err": "timeout", "conn": 0})
+        elif reconnect_at is not None and t >= b:
+            ok = t >= reconnect_at
+            rows.append({"seq": seq, "sent": T0 + t, "recv": T0 + t + 0.001 if ok else None, "ok": ok,
+                         "err": None if ok else "connecting", "conn": 1 if ok else 0})
+        else:
+            rows.append({"seq": seq, "sent": T0 + t, "recv": T0 + t + 0.001, "ok": True, "err": None, "conn": 0})
+        seq, t = seq + 1, t + 1 / hz
+    df = pd.DataFrame(rows)
+    df["recv"] = pd.to_numeric(df["recv"])
+    df["late"] = 0
+    breaks = [{"conn": 0, "at": T0 + b, "err": "ETIMEDOUT", "stage": "recv"}] if reconnect_at is not None else []
+    df.attrs["footer"] = {"stopped": T0 + end, "breaks": breaks, "connections": 2 if reconnect_at else 1}
+    return df
+
+
+@pytest.fixture
+def session(monkeypatch):
+    made, servers = [], []
+
+    def fake(host, target, port, hz=20, name=None, **kw):
+        p = FakeProbe(host, target, name, fake.logs.pop(0))
+        p.kw = {"port": port, "hz": hz, **kw}
+        made.append(p)
+        return p
+
+    class FakeEcho:
+        def __init__(self, host, port=7007):
+            servers.append((host.name, port))
+
+        def start(self):
+            return 1
+
+    fake.logs, fake.made, fake.servers = [], made, servers
+    monkeypatch.setattr("hautils.probes.session", fake)
+    monkeypatch.setattr("hautils.probes.EchoServer", FakeEcho)
+    return fake
+
+
+def test_conntrackd_session_without_conntrackd_breaks_and_says_how(session, icmp, quick_wait):
+    lab = gateway_lab()
+    session.logs[:] = [session_log((5.0, 10.0), reconnect_at=10.2)]
+    icmp.logs[:] = [icmp_log(start=29.0, end=45.0)]  # the return watch
+    vrrp = Keepalived(lab.topology, advert_int=0.1)
+    run = networking.conntrackd_session(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=vrrp,
+                                        before_s=0, after_s=0).run(1)
+    row = run.trials.iloc[0]
+    assert row["error"] is None and not row["conntrackd"] and not row["survived"]
+    assert (row["break_err"], row["break_s"], row["connections"]) == ("ETIMEDOUT", 5.0, 2)
+    assert row["downtime_s"] == pytest.approx(5.2, abs=0.06)  # until the new connection answers
+    p = session.made[0]
+    assert (p.host.name, p.target) == ("client", "192.168.2.10")
+    assert p.kw == {"port": 7007, "hz": 20, "user_timeout": 5.0, "reconnect": True}
+    assert session.servers == [("server", 7007)]  # the echo server runs on the owner of the address
+    assert "notify script starts (s)" not in run.trials.columns
+
+
+def test_conntrackd_session_that_survives_with_its_phases(session, icmp, quick_wait):
+    lab = gateway_lab()
+    lab.hosts["gw2"].lines += [(5.35, "hautils-conntrackd", "primary: committing the external cache"),
+                               (5.5, "hautils-conntrackd", "primary: done")]
+    session.logs[:] = [session_log((5.0, 5.6))]
+    icmp.logs[:] = [icmp_log(start=29.0, end=45.0)]
+    vrrp = Keepalived(lab.topology, advert_int=0.1, conntrackd=True)
+    run = networking.conntrackd_session(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=vrrp,
+                                        before_s=0, after_s=0).run(1)
+    row = run.trials.iloc[0]
+    assert row["conntrackd"] and row["survived"] and row["break_err"] is None and row["connections"] == 1
+    assert row["downtime_s"] == pytest.approx(0.6, abs=0.06)
+    assert row["master down timer (detection) (s)"] == pytest.approx(0.3)
+    assert row["notify script starts (s)"] == pytest.approx(0.05)
+    assert row["connections committed (s)"] == pytest.approx(0.15)
+    assert "systemctl start conntrackd && systemctl start keepalived" in lab.hosts["gw1"].runs
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(server_ip="192.168.2.99"), "no host of lab 'gateway' has that address"),
+    (dict(port=0), "port=0"),
+    (dict(user_timeout_s=0), "user_timeout_s=0"),
+    (dict(user_timeout_s=30, timeout_s=20), "must exceed user_timeout_s"),
+])
+def test_conntrackd_session_argument_checks(kw, needle):
+    args = dict(routers=("gw1", "gw2"), client="client", server_ip="192.168.2.10")
+    args.update(kw)
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        networking.conntrackd_session(gateway_lab(), **args)

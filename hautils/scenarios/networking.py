@@ -31,6 +31,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .. import analysis, probes
@@ -38,7 +39,8 @@ from ..experiment import Experiment, Trial
 from ..services.bonding import PRIMARY_MODES, Bond
 from ..services.keepalived import VRRP_MARKS, holders, wait_master
 
-__all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "ospf_event", "ospf_sequence",
+__all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "conntrackd_session", "CONNTRACKD_MARKS",
+           "ospf_event", "ospf_sequence",
            "ospf_marks", "adjacency_drops", "flow_path", "flow_sources", "crossing_source", "pin_flows",
            "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
            "VRRP_MARKS"]
@@ -354,6 +356,72 @@ def vrrp_power_failure(lab, routers: Sequence[str], client: str, target_ip: str,
         fault=lambda t: lab.power_off(t.master.name), restore=restore, marks=VRRP_MARKS,
         journals=lambda t: [t.backup], clock_offsets=lambda t: lab.clock_offsets([client, t.backup.name]), final_phase="client reaches the server", diagnose=diagnose,
         before_s=before_s, after_s=after_s, timeout_s=timeout_s, stall_s=None)
+
+
+#: The notify script's lines (templates/conntrackd-notify.sh.j2, tag hautils-conntrackd) that
+#: end the new master's phases after keepalived's: the script starts, then the copied
+#: connections are in the kernel's table (``conntrackd -c`` and the resync are done).
+CONNTRACKD_MARKS = {
+    "notify script starts": r"hautils-conntrackd: primary: committing",
+    "connections committed": r"hautils-conntrackd: primary: done",
+}
+
+
+def conntrackd_session(lab, routers: Sequence[str], client: str, server_ip: str, *, vrrp=None,
+                       port: int = 7007, hz: float = 20, user_timeout_s: float = 5.0,
+                       before_s: float = 2, after_s: float = 2, timeout_s: float = 60,
+                       settle_timeout_s: float = 300, label: str | None = None, **kw: Any) -> Experiment:
+    """Cut the power of the VRRP master of a NAT gateway pair while ``client`` holds one TCP
+    connection to an echo server at ``server_ip`` (:func:`hautils.probes.session`, ``hz`` lines
+    a second): does the connection survive the failover?
+
+    It can only if the new master knows the connection (conntrackd's copy, committed by the
+    notify script): otherwise its firewall (:class:`~hautils.services.keepalived.Nat`) drops
+    the connection's packets as INVALID, silently, and the client's TCP gives up after
+    ``user_timeout_s`` of unacknowledged data (TCP_USER_TIMEOUT; Linux's default is ~15 min of
+    retransmissions).  The probe then opens a new connection, so ``downtime_s`` is what a
+    client that reconnects sees either way.  The echo server (:class:`~hautils.probes.EchoServer`)
+    is started on the host owning ``server_ip`` before each trial.  ``kw``: more
+    :func:`vrrp_power_failure` options (``services``, ``after_boot``, ``watch_return``...).
+
+    Row: as :func:`vrrp_power_failure`, plus ``conntrackd`` (whether ``vrrp`` drives it),
+    ``survived`` (the connection opened before the fault answered after it and never broke),
+    ``break_err`` and ``break_s`` (how and when after the fault it broke: ``ETIMEDOUT`` after
+    ``user_timeout_s`` of silence, ``ECONNRESET`` on a reset), ``connections`` and the phases of
+    :data:`VRRP_MARKS` and, with conntrackd, :data:`CONNTRACKD_MARKS`."""
+    owners = _address_owners(lab.topology)
+    server_ip = _ipv4(server_ip, "server_ip")
+    if server_ip not in owners:
+        raise ValueError(f"server_ip={server_ip}: no host of lab {lab.topology.name!r} has that address")
+    server = owners[server_ip]
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port={port!r}: 1 to 65535")
+    _positive(user_timeout_s, "user_timeout_s")
+    if timeout_s <= user_timeout_s:
+        raise ValueError(f"timeout_s={timeout_s!r} must exceed user_timeout_s={user_timeout_s!r}: a session that "
+                         "breaks is only seen to break after it")
+    conntrackd = bool(vrrp is not None and vrrp.conntrackd)
+    name = label or ("NAT session across a power failure" + (" (conntrackd)" if conntrackd else " (no conntrackd)"))
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
+    base = vrrp_power_failure(lab, routers, client, server_ip, vrrp=vrrp, hz=hz, before_s=before_s,
+                              after_s=after_s, timeout_s=timeout_s, settle_timeout_s=settle_timeout_s,
+                              label=name, **kw)
+
+    def prepare(t: Trial) -> None:
+        base.prepare(t)
+        probes.EchoServer(lab[server], port).start()  # (again: one left running is replaced)
+        t.row["conntrackd"] = conntrackd
+
+    def verify(t: Trial) -> dict[str, Any]:
+        out = probes.session_breaks(t.log, after=t.fault_time)
+        return {k: out[k] for k in ("survived", "break_err", "break_s", "connections")}
+
+    return replace(
+        base, prepare=prepare, verify=verify,
+        probe=lambda t: probes.session(lab[client], server_ip, port, hz=hz, user_timeout=user_timeout_s,
+                                       reconnect=True, name=f"{slug}-{t.index}"),
+        marks={**VRRP_MARKS, **(CONNTRACKD_MARKS if conntrackd else {})},
+        final_phase="the client's connection answers")
 
 
 # -- routing level: the paper's OSPF failure test -------------------------------------------------
