@@ -442,6 +442,21 @@ def test_vrrp_power_failure_a_whole_trial(icmp, quick_wait):
     assert lab.events == [("power_off", "gw1"), ("power_on", "gw1")]
     # conntrackd before keepalived on the router that came back
     assert "systemctl start conntrackd && systemctl start keepalived" in lab.hosts["gw1"].runs
+
+
+def test_conntrackd_session_counts_late_echoes_as_the_outage(session, icmp, quick_wait):
+    """Seen in the lab: a surviving session loses no line; TCP holds them while the path is down
+    and the echoes come back late, all at once.  Slower than stall_s (0.25 s) is no answer."""
+    lab = gateway_lab()
+    session.logs[:] = [session_log((0, 0), held=(5.0, 5.6))]
+    icmp.logs[:] = [icmp_log(start=29.0, end=45.0)]
+    vrrp = Keepalived(lab.topology, advert_int=0.1, conntrackd=True)
+    exp = networking.conntrackd_session(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=vrrp,
+                                        before_s=0, after_s=0)
+    assert exp.stall_s == 0.25
+    row = exp.run(1).trials.iloc[0]
+    assert row["survived"] and row["downtime_s"] == pytest.approx(0.65, abs=0.06)
+    assert row["master down timer (detection) (s)"] == pytest.approx(0.3)
     p = icmp.made[0]
     assert (p.host.name, p.target) == ("client", "192.168.2.10")
 
@@ -787,14 +802,16 @@ def test_vrrp_phases_are_read_on_one_clock(icmp, quick_wait):
 
 # -- a NAT session across the failover ----------------------------------------------------------------
 
-def session_log(gap, *, reconnect_at=None, end=12.0, hz=20) -> pd.DataFrame:
+def session_log(gap, *, reconnect_at=None, end=12.0, hz=20, held=None) -> pd.DataFrame:
     """A session probe's log from T0: echoes 1 ms after each send on connection 0, timeouts
     inside ``gap``; with ``reconnect_at`` the connection broke at the gap's end (ETIMEDOUT) and
     a new one (conn 1) answers from then on."""
     rows, t, seq = [], 0.0, 0
     a, b = gap
     while t < end:
-        if a <= t < b:
+        if held is not None and held[0] <= t < held[1]:  # TCP held the line back: echoed late, all at once
+            rows.append({"seq": seq, "sent": T0 + t, "recv": T0 + held[1], "ok": True, "err": None, "conn": 0})
+        elif a <= t < b:
             rows.append({"seq": seq, "sent": T0 + t, "recv": None, "ok": False, "err": "timeout", "conn": 0})
         elif reconnect_at is not None and t >= b:
             ok = t >= reconnect_at

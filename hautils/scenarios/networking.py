@@ -368,7 +368,7 @@ CONNTRACKD_MARKS = {
 
 
 def conntrackd_session(lab, routers: Sequence[str], client: str, server_ip: str, *, vrrp=None,
-                       port: int = 7007, hz: float = 20, user_timeout_s: float = 5.0,
+                       port: int = 7007, hz: float = 20, user_timeout_s: float = 5.0, stall_s: float = 0.25,
                        before_s: float = 2, after_s: float = 2, timeout_s: float = 60,
                        settle_timeout_s: float = 300, label: str | None = None, **kw: Any) -> Experiment:
     """Cut the power of the VRRP master of a NAT gateway pair while ``client`` holds one TCP
@@ -380,7 +380,10 @@ def conntrackd_session(lab, routers: Sequence[str], client: str, server_ip: str,
     the connection's packets as INVALID, silently, and the client's TCP gives up after
     ``user_timeout_s`` of unacknowledged data (TCP_USER_TIMEOUT; Linux's default is ~15 min of
     retransmissions).  The probe then opens a new connection, so ``downtime_s`` is what a
-    client that reconnects sees either way.  The echo server (:class:`~hautils.probes.EchoServer`)
+    client that reconnects sees either way.  An echo slower than ``stall_s`` counts as none:
+    TCP holds the lines back while the path is down and retransmits them once it is back, so
+    a surviving session answers every line, late (seen in the lab: no line lost, the outage
+    only in the echoes' delay).  The echo server (:class:`~hautils.probes.EchoServer`)
     is started on the host owning ``server_ip`` before each trial.  ``kw``: more
     :func:`vrrp_power_failure` options (``services``, ``after_boot``, ``watch_return``...).
 
@@ -417,7 +420,7 @@ def conntrackd_session(lab, routers: Sequence[str], client: str, server_ip: str,
         return {k: out[k] for k in ("survived", "break_err", "break_s", "connections")}
 
     return replace(
-        base, prepare=prepare, verify=verify,
+        base, prepare=prepare, verify=verify, stall_s=stall_s,
         probe=lambda t: probes.session(lab[client], server_ip, port, hz=hz, user_timeout=user_timeout_s,
                                        reconnect=True, name=f"{slug}-{t.index}"),
         marks={**VRRP_MARKS, **(CONNTRACKD_MARKS if conntrackd else {})},

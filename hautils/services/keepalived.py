@@ -65,6 +65,9 @@ CONNTRACKD_CONF = "/etc/conntrackd/conntrackd.conf"
 NOTIFY_SCRIPT = "/etc/conntrackd/primary-backup.sh"  # where conntrackd's documentation puts it
 NOTIFY_TAG = "hautils-conntrackd"
 RULES = "/etc/hautils/gateway.rules"
+#: NAT is decided once per tracked connection: VRRP advertisements tracked under older rules
+#: (as "unknown" protocol 112 entries, 600 s each) kept their old translation after a reload.
+FORGET_VRRP = "{ conntrack -D -p 112 >/dev/null 2>&1 || true; }"
 NAT_UNIT = "hautils-gateway-rules.service"
 
 #: keepalived's log lines (keepalived/vrrp/vrrp.c, vrrp_scheduler.c, 2.2.7) that end the phases
@@ -452,6 +455,7 @@ class Nat:
                              f"{', '.join(self.routers)}")
         host = self.topology.hosts[name]
         return render("gateway.rules.j2", path=RULES, hostname=name, inside=self.inside,
+                      inside_subnet=str(self.topology.networks[self.inside].subnet),
                       inside_iface=_link(self.topology, host, self.inside).iface,
                       outside_iface=_link(self.topology, host, self.outside).iface,
                       snat_address=self.snat_address())
@@ -465,14 +469,15 @@ class Nat:
     def install(self, host) -> None:
         """Write the rules and their boot unit on ``host``, test the rules
         (``iptables-legacy-restore --test``), then load them through the unit, enabled: a router
-        that boots again after a power failure has its firewall before keepalived starts."""
+        that boots again after a power failure has its firewall before keepalived starts.  The
+        VRRP advertisements tracked so far are forgotten, so that the new rules apply to them."""
         rules, unit = self.rules(host.name), self.unit(host.name)
         host.run("mkdir -p /etc/hautils", timeout=30)
         host.put(RULES, rules, mode=0o644)
         host.put(f"/etc/systemd/system/{NAT_UNIT}", unit, mode=0o644)
         _run_check(host, f"iptables-legacy-restore --test {RULES}", RULES, "iptables-legacy-restore --test")
         host.run(f"systemctl daemon-reload && systemctl enable {NAT_UNIT} >/dev/null 2>&1 && "
-                 f"systemctl restart {NAT_UNIT}", timeout=120)
+                 f"systemctl restart {NAT_UNIT} && {FORGET_VRRP}", timeout=120)
 
     def remove(self, host) -> None:
         """Back to a plain router: the unit disabled, empty tables, forwarding allowed, mid-stream
