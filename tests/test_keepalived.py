@@ -258,6 +258,9 @@ def test_notify_script_runs_with_a_fake_conntrackd(topo, tmp_path):
     assert [l for l in lines if l.startswith("conntrackd")] == [
         f"conntrackd -C {CONNTRACKD_CONF} {f}" for f in ("-c", "-f", "-R", "-B")]
     assert lines[0] == "logger -t hautils-conntrackd primary: committing the external cache"
+    # the commit's end is logged right after it: the phase mark of networking.CONNTRACKD_MARKS
+    assert lines[2] == "logger -t hautils-conntrackd primary: external cache committed"
+    assert lines[1] == f"conntrackd -C {CONNTRACKD_CONF} -c"
     assert subprocess.run(["sh", str(script), "nonsense"], env=env).returncode == 1
 
 

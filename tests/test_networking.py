@@ -872,7 +872,8 @@ def test_conntrackd_session_without_conntrackd_breaks_and_says_how(session, icmp
 def test_conntrackd_session_that_survives_with_its_phases(session, icmp, quick_wait):
     lab = gateway_lab()
     lab.hosts["gw2"].lines += [(5.35, "hautils-conntrackd", "primary: committing the external cache"),
-                               (5.5, "hautils-conntrackd", "primary: done")]
+                               (5.5, "hautils-conntrackd", "primary: external cache committed"),
+                               (5.52, "hautils-conntrackd", "primary: done")]
     session.logs[:] = [session_log((5.0, 5.6))]
     icmp.logs[:] = [icmp_log(start=29.0, end=45.0)]
     vrrp = Keepalived(lab.topology, advert_int=0.1, conntrackd=True)

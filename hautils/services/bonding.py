@@ -24,13 +24,25 @@ notices a dead link whatever the carrier says.  Real NICs and switches fail this
 switch port that is up but forwards nothing), which is why the check matters beyond UML.
 Exactly one monitor must be chosen; :class:`Bond` refuses neither and both.
 
-802.3ad (mode 4) needs more than this lab gives it so far, for two reasons to check in a VM:
-the LACP partner's LACPDUs go to 01:80:c2:00:00:02, which a Linux bridge (every lab network)
-never forwards unless the ingress port's ``group_fwd_mask`` has bit 2 (the bridge-wide mask
-may not, net/bridge/br_private.h: BR_GROUPFWD_RESTRICTED); and the bonding driver disables
-LACP on a port whose duplex is not full (drivers/net/bonding/bond_3ad.c), while a UML NIC
-reports neither speed nor duplex (its driver has no ``get_link_ksettings``), so
-``/proc/net/bonding`` would show each port in an aggregator of its own and no partner.
+What the lab showed (Linux 6.1 UML guests, the lab's bridges; measured, not assumed):
+
+* 802.3ad (mode 4) does not form, whatever the bridges do.  A UML NIC (driver uml-vector)
+  reports neither speed nor duplex (``ethtool -s eth0 duplex full`` fails: Operation not
+  supported), and the bonding driver turns LACP off on a port that is not full duplex
+  (drivers/net/bonding/bond_3ad.c): no LACPDU left either guest (tcpdump, ether proto 0x8809:
+  0 packets), every port sat in an aggregator of its own with partner MAC 00:00:00:00:00:00,
+  Actor Key 0.  The bridges would have been a second obstacle: LACPDUs go to
+  01:80:c2:00:00:02, which a Linux bridge does not forward unless the ingress port's
+  ``group_fwd_mask`` has bit 2 (the bridge-wide mask may not, BR_GROUPFWD_RESTRICTED); the
+  per-port mask 0x4 was accepted on the lab's taps (``ip link set dev TAP type bridge_slave
+  group_fwd_mask 4``) and changed nothing, for the first reason.  The lab engine's change, if
+  a NIC with duplex ever comes: set that per-port mask on each tap in
+  ``UMLBackend.create_network`` (``ip.brport("set", index=idx, group_fwd_mask=4)``).
+* balance-alb cannot enslave a UML NIC: the driver cannot change the MAC address of an open
+  device, which ALB needs (EOPNOTSUPP; see :meth:`Bond.apply`).
+* balance-tlb has no ARP monitor (the kernel refuses it) and miimon never sees a pulled cable
+  here, so it behaves as active-backup with miimon: the outage lasts until the cable is back.
+* The ARP monitor works in active-backup, balance-rr, balance-xor and broadcast.
 """
 
 from __future__ import annotations
