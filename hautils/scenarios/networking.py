@@ -4,10 +4,12 @@ Each function returns an :class:`~hautils.experiment.Experiment`; ``.run(trials)
 
     pull = networking.bond_cable_pull(lab, "bonded", bond, "192.168.1.20").run(trials)
     vrrp = networking.vrrp_power_failure(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=ka).run(trials)
+    nat = networking.conntrackd_session(lab, ("gw1", "gw2"), "client", "192.168.2.10", vrrp=ka).run(trials)
     seq = networking.ospf_sequence(lab, frr, first=networking.flow_path(lab)["out"])
     stop_a = seq["ospf-stop-pathA"].run(trials)
 
-Every probe is ICMP echo at 100 Hz (``hz=1`` gives the paper's ``ping``).  A UML guest's
+Every probe is ICMP echo at 100 Hz (``hz=1`` gives the paper's ``ping``), except the NAT
+session's: one TCP connection that echoes a line 20 times a second (:func:`hautils.probes.session`).  A UML guest's
 ``ping -i 0.01`` really sends every 11-29 ms and slows while replies are missing, so nothing
 here multiplies lost probes by the interval: the downtime runs from the last reply before the
 gap to the first reply after it, from the replies' timestamps (:mod:`hautils.analysis`).  An
@@ -17,11 +19,18 @@ What "recovered" means differs per level, and is written here once:
 
 * link (bonding): the peer answers again; then the cable goes back in and the bond is back on
   its primary slave with every link up;
-* gateway (VRRP): the client reaches the server again; then the old master boots, and the pair
+* gateway (VRRP): the client reaches the server again (through the same TCP connection, or a
+  new one after a break, for the NAT session); then the old master boots, and the pair
   settles with the master the configuration expects (the old one with preempt, the survivor
   with nopreempt);
 * routing (OSPF): the routers at both ends of the flow route without (or again with) the
   router that failed.
+
+Phases compare the fault (the machine's clock), journal lines (a router's or the bonded
+host's clock) and the probe's answers (the client's clock); guests' clocks were seen up to
+14 ms apart, so each experiment measures the offsets (:meth:`hautils.lab.Lab.clock_offsets`)
+and puts everything on the machine's clock first.  Kernel lines (bonding) carry the kernel's
+own time, to its 10 ms tick in UML.
 """
 
 from __future__ import annotations
