@@ -456,6 +456,7 @@ def test_conntrackd_session_counts_late_echoes_as_the_outage(session, icmp, quic
     assert exp.stall_s == 0.25
     row = exp.run(1).trials.iloc[0]
     assert row["survived"] and row["downtime_s"] == pytest.approx(0.65, abs=0.06)
+    assert not row["in backup's cache"] and "in backup's cache" in row  # the fake survivor's conntrackd printed nothing
     assert row["master down timer (detection) (s)"] == pytest.approx(0.3)
     p = icmp.made[0]
     assert (p.host.name, p.target) == ("client", "192.168.2.10")
@@ -867,10 +868,13 @@ def test_conntrackd_session_without_conntrackd_breaks_and_says_how(session, icmp
     assert p.kw == {"port": 7007, "hz": 20, "user_timeout": 5.0, "reconnect": True}
     assert session.servers == [("server", 7007)]  # the echo server runs on the owner of the address
     assert "notify script starts (s)" not in run.trials.columns
+    assert "in backup's cache" not in run.trials.columns  # no conntrackd: nothing to ask
 
 
 def test_conntrackd_session_that_survives_with_its_phases(session, icmp, quick_wait):
     lab = gateway_lab()
+    answer = lab.hosts["gw2"].answer
+    lab.hosts["gw2"].answer = lambda cmd: (0, "1\n", "") if cmd.startswith("conntrackd -C") else answer(cmd)
     lab.hosts["gw2"].lines += [(5.35, "hautils-conntrackd", "primary: committing the external cache"),
                                (5.5, "hautils-conntrackd", "primary: external cache committed"),
                                (5.52, "hautils-conntrackd", "primary: done")]
@@ -881,6 +885,7 @@ def test_conntrackd_session_that_survives_with_its_phases(session, icmp, quick_w
                                         before_s=0, after_s=0).run(1)
     row = run.trials.iloc[0]
     assert row["conntrackd"] and row["survived"] and row["break_err"] is None and row["connections"] == 1
+    assert row["in backup's cache"]  # asked of the survivor before the power went
     assert row["downtime_s"] == pytest.approx(0.6, abs=0.06)
     assert row["master down timer (detection) (s)"] == pytest.approx(0.3)
     assert row["notify script starts (s)"] == pytest.approx(0.05)

@@ -46,7 +46,7 @@ from typing import Any
 from .. import analysis, probes
 from ..experiment import Experiment, Trial
 from ..services.bonding import PRIMARY_MODES, Bond
-from ..services.keepalived import VRRP_MARKS, holders, wait_master
+from ..services.keepalived import CONNTRACKD_CONF, VRRP_MARKS, holders, wait_master
 
 __all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "conntrackd_session", "CONNTRACKD_MARKS",
            "ospf_event", "ospf_sequence",
@@ -399,6 +399,8 @@ def conntrackd_session(lab, routers: Sequence[str], client: str, server_ip: str,
     :func:`vrrp_power_failure` options (``services``, ``after_boot``, ``watch_return``...).
 
     Row: as :func:`vrrp_power_failure`, plus ``conntrackd`` (whether ``vrrp`` drives it),
+    ``in backup's cache`` (with conntrackd: the survivor's external cache held a TCP connection
+    to ``port`` just before the fault),
     ``survived`` (the connection opened before the fault answered after it and never broke),
     ``break_err`` and ``break_s`` (how and when after the fault it broke: ``ETIMEDOUT`` after
     ``user_timeout_s`` of silence, ``ECONNRESET`` on a reset), ``connections`` and the phases of
@@ -426,12 +428,19 @@ def conntrackd_session(lab, routers: Sequence[str], client: str, server_ip: str,
         probes.EchoServer(lab[server], port).start()  # (again: one left running is replaced)
         t.row["conntrackd"] = conntrackd
 
+    def fault(t: Trial) -> float:
+        if conntrackd:  # did the copy reach the survivor?  (one process there, just before the fault)
+            res = t.backup.run(f"conntrackd -C {CONNTRACKD_CONF} -e 2>/dev/null | grep -c 'tcp .* dport={port} '",
+                               check=False, timeout=30)
+            t.row["in backup's cache"] = res.stdout.strip() not in ("", "0")
+        return base.fault(t)
+
     def verify(t: Trial) -> dict[str, Any]:
         out = probes.session_breaks(t.log, after=t.fault_time)
         return {k: out[k] for k in ("survived", "break_err", "break_s", "connections")}
 
     return replace(
-        base, prepare=prepare, verify=verify, stall_s=stall_s,
+        base, prepare=prepare, verify=verify, stall_s=stall_s, fault=fault,
         probe=lambda t: probes.session(lab[client], server_ip, port, hz=hz, user_timeout=user_timeout_s,
                                        reconnect=True, name=f"{slug}-{t.index}"),
         marks={**VRRP_MARKS, **(CONNTRACKD_MARKS if conntrackd else {})},
