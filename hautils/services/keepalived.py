@@ -63,6 +63,7 @@ CONF = "/etc/keepalived/keepalived.conf"
 DEFAULTS = "/etc/default/keepalived"
 CONNTRACKD_CONF = "/etc/conntrackd/conntrackd.conf"
 NOTIFY_SCRIPT = "/etc/conntrackd/primary-backup.sh"  # where conntrackd's documentation puts it
+ORDER_DROPIN = "/etc/systemd/system/keepalived.service.d/hautils-conntrackd.conf"
 NOTIFY_TAG = "hautils-conntrackd"
 RULES = "/etc/hautils/gateway.rules"
 #: NAT is decided once per tracked connection: VRRP advertisements tracked under older rules
@@ -390,11 +391,16 @@ class Conntrackd:
 
     def install(self, host) -> str:
         """Write conntrackd.conf and the notify script (root's, mode 755: keepalived's script
-        security refuses scripts others may write) on ``host`` and check the file (:meth:`check`)."""
+        security refuses scripts others may write) on ``host``, order keepalived after
+        conntrackd at boot (a systemd drop-in: the notify scripts need a running conntrackd)
+        and check the file (:meth:`check`)."""
         conf, script = self.config(host.name), self.notify_script(host.name)
+        dropin = render("keepalived-after-conntrackd.conf.j2", path=ORDER_DROPIN, hostname=host.name)
         host.run("mkdir -p /etc/conntrackd", timeout=30)
         host.put(CONNTRACKD_CONF, conf, mode=0o644)
         host.put(NOTIFY_SCRIPT, script, mode=0o755)
+        host.put(ORDER_DROPIN, dropin, mode=0o644)
+        host.run("systemctl daemon-reload", timeout=60)
         return self.check(host)
 
     def check(self, host, path: str = CONNTRACKD_CONF) -> str:
