@@ -495,3 +495,34 @@ def test_state_re_reads_every_transition():
     got = [(m["instance"], m["state"]) for m in map(STATE_RE.search, lines) if m]
     assert got == [("VI_inside", "MASTER"), ("VI_outside", "BACKUP"), ("VI_inside", "FAULT")]
     assert not re.search(VRRP_MARKS["becomes MASTER"], "(VI_inside) Entering BACKUP STATE")
+
+
+class FakePairLab:
+    def __init__(self, hosts):
+        self.hosts = {h.name: h for h in hosts}
+
+    def __getitem__(self, name):
+        return self.hosts[name]
+
+    def run_all(self, hosts, command, **kw):
+        return [h.run(command) for h in hosts]
+
+
+def test_deploy_writes_both_routers_then_restarts_conntrackd_before_keepalived(topo):
+    no_daemon = {"conntrackd -C": (1, "", "can't connect")}
+    gw1 = FakeHost("gw1", no_daemon, addrs=ADDRS_MASTER)
+    gw2 = FakeHost("gw2", no_daemon, addrs=ADDRS_BACKUP)
+    lab = FakePairLab([gw1, gw2])
+    k = Keepalived(topo, advert_int=0.1, conntrackd=True)
+    with pytest.raises(ValueError, match="pass the Conntrackd"):
+        k.deploy(lab)
+    assert k.deploy(lab, Conntrackd(topo)) == "gw1"
+    for h in (gw1, gw2):
+        assert [p for p, _, _ in h.puts][:3] == [CONNTRACKD_CONF, NOTIFY_SCRIPT,
+                                                 "/etc/systemd/system/keepalived.service.d/hautils-conntrackd.conf"]
+        assert [p for p, _, _ in h.puts][3] == CONF  # keepalived's files after the script they name
+        restart = next(r for r in h.runs if "systemctl restart keepalived" in r)
+        assert restart.index("restart conntrackd") < restart.index("restart keepalived")
+    # nopreempt: whoever holds the addresses
+    gw1.addrs, gw2.addrs = ADDRS_BACKUP, ADDRS_MASTER
+    assert Keepalived(topo, advert_int=0.1, preempt=False).deploy(lab) == "gw2"

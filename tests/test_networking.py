@@ -904,3 +904,105 @@ def test_conntrackd_session_argument_checks(kw, needle):
     args.update(kw)
     with pytest.raises(ValueError, match=re.escape(needle)):
         networking.conntrackd_session(gateway_lab(), **args)
+
+
+def test_bond_throughput_reads_iperf3_and_each_slaves_share_of_the_bytes():
+    """balance-rr: the tx counters say both slaves sent (2:1 here); iperf3's JSON gives the rate."""
+    lab = FakeLab("bonding")
+    counters = iter(["100 1000", "2100 2000"])
+    report = json.dumps({"end": {"sum_received": {"bits_per_second": 123.45e6},
+                                 "sum_sent": {"retransmits": 7}}})
+
+    def bonded(cmd):
+        if cmd.startswith("cat /sys/class/net/eth0/statistics/tx_bytes /sys/class/net/eth1/"):
+            return 0, next(counters), ""
+        if cmd.startswith("iperf3 -c 192.168.1.20 -t 3 -P 2 -J"):
+            return 0, report, ""
+        return 1, "", f"unexpected: {cmd}"
+
+    lab.hosts["bonded"].answer = bonded
+    rr = Bond(mode="balance-rr", arp_interval=100, arp_ip_target=("192.168.1.20",))
+    row = networking.bond_throughput(lab, "bonded", rr, "peer", "192.168.1.20")
+    assert row == {"mode": "balance-rr", "Mbit/s": 123.5, "retransmits": 7, "seconds": 3,
+                   "eth0 share": 0.667, "eth1 share": 0.333}
+    assert lab.hosts["peer"].runs[0].startswith("iperf3 -s -1 -D")
+
+
+def test_bond_throughput_names_the_host_when_iperf3_fails():
+    lab = FakeLab("bonding")
+    lab.hosts["bonded"].answer = lambda cmd: ((1, "", "iperf3: error - unable to connect to server")
+                                              if cmd.startswith("iperf3") else (0, "1 1", ""))
+    ab = Bond(mode="active-backup", arp_interval=100, arp_ip_target=("192.168.1.20",))
+    with pytest.raises(RuntimeError, match="iperf3 from bonded to 192.168.1.20 .peer. failed .exit 1.: .*unable to connect"):
+        networking.bond_throughput(lab, "bonded", ab, "peer", "192.168.1.20")
+    with pytest.raises(ValueError, match="streams"):
+        networking.bond_throughput(lab, "bonded", ab, "peer", "192.168.1.20", streams=0)
+
+
+def test_bond_setup_bridges_the_peer_for_active_backup_and_bonds_it_for_balance_rr():
+    lab = FakeLab("bonding")
+    text = PROC.format(active="eth0", eth0="up", failures=0)
+    rr_text = PROC.replace("fault-tolerance (active-backup)", "load balancing (round-robin)").replace(
+        "Primary Slave: eth0 (primary_reselect always)\n", "").replace("Currently Active Slave: {active}\n", "")
+    mode = {"text": text}
+    for h in ("bonded", "peer"):
+        lab.hosts[h].answer = lambda cmd: (0, mode["text"], "") if cmd.startswith("cat /proc/net/bonding") else (0, "", "")
+    ab = networking.bond_setup(lab, "active-backup", primary="eth0")
+    assert (ab.mode, ab.arp_interval, ab.arp_ip_target, ab.address, ab.primary) == (
+        "active-backup", 100, ("192.168.1.20",), "192.168.1.10/24", "eth0")
+    peer = lab.hosts["peer"].runs
+    assert any("type bridge" in r and "addr add 192.168.1.20/24 dev br0" in r for r in peer)
+    assert not any("type bond" in r for r in peer)
+    mode["text"] = rr_text.format(eth0="up", failures=0)
+    lab.hosts["peer"].runs.clear()
+    rr = networking.bond_setup(lab, "balance-rr")
+    assert rr.mode == "balance-rr" and rr.arp_ip_target == ("192.168.1.20",)
+    peer = lab.hosts["peer"].runs
+    assert any("ip link del dev br0" in r for r in peer)
+    assert any("type bond mode balance-rr arp_interval 100 arp_ip_target 192.168.1.10" in r for r in peer)
+    with pytest.raises(ValueError, match="monitor='both'"):
+        networking.bond_setup(lab, "active-backup", monitor="both")
+
+
+def test_bond_setup_uses_miimon_where_the_kernel_has_no_arp_monitor():
+    lab = FakeLab("bonding")
+    tlb_text = PROC.replace("fault-tolerance (active-backup)", "transmit load balancing")
+    for h in ("bonded", "peer"):
+        lab.hosts[h].answer = lambda cmd: ((0, tlb_text.format(active="eth0", eth0="up", failures=0), "")
+                                           if cmd.startswith("cat /proc/net/bonding") else (0, "", ""))
+    tlb = networking.bond_setup(lab, "balance-tlb")
+    assert tlb.miimon == 100 and tlb.arp_interval is None
+
+
+def test_shape_gives_each_cable_a_token_bucket():
+    from hautils.services import bonding as b
+    lab = FakeLab("bonding")
+    b.shape(lab["bonded"], rate_mbit=100)
+    assert lab["bonded"].runs[-1].splitlines() == [
+        "tc qdisc replace dev eth0 root tbf rate 100mbit burst 129kb latency 50ms",
+        "tc qdisc replace dev eth1 root tbf rate 100mbit burst 129kb latency 50ms"]
+    b.unshape(lab["bonded"])
+    assert "tc qdisc del dev eth1 root" in lab["bonded"].runs[-1]
+    with pytest.raises(ValueError, match="rate_mbit"):
+        b.shape(lab["bonded"], rate_mbit=0)
+
+
+def test_bond_mode_pulls_builds_each_mode_and_waits_for_the_peers_bond(icmp, monkeypatch):
+    """balance-rr bonds the peer too (a trunk), and its trial waits for that bond to settle;
+    balance-tlb gets miimon and so a replug; broadcast expects no outage."""
+    lab = xor_lab()
+    lab.hosts["peer"].answer = lab.hosts["bonded"].answer
+    seen = []
+    real = networking.bond_cable_pull
+
+    def spy(lab_, host, bond, peer_ip, **kw):
+        seen.append((bond.mode, bond.miimon, bond.arp_interval, kw.get("replug_after_s"), kw.get("outage"),
+                     [(h, b.mode) for h, b in kw.get("settle", [])]))
+        return real(lab_, host, bond, peer_ip, **{**kw, "sleep": lambda s: None})
+
+    monkeypatch.setattr(networking, "bond_cable_pull", spy)
+    runs = networking.bond_mode_pulls(lab, ("balance-rr", "broadcast"), 1, before_s=0, after_s=0)
+    assert list(runs) == ["balance-rr", "broadcast"]
+    assert seen == [("balance-rr", None, 100, None, None, [("peer", "balance-rr")]),
+                    ("broadcast", None, 100, None, False, [("peer", "broadcast")])]
+    assert all(r.trials.error.isna().all() for r in runs.values())

@@ -53,3 +53,19 @@ def test_toc_matches_the_notebooks_and_conclusions_come_last():
     assert (ROOT / "_toc.yml").read_text() == toc, "run scripts/make_toc.py"
     captions = re.findall(r'caption: "([^"]+)"', toc)
     assert captions[-2:] == ["Conclusions", "References"]
+
+
+ALL_NOTEBOOKS = sorted([*(ROOT / "chapters").glob("*.ipynb"), *(ROOT / "labs").glob("*.ipynb")])
+
+
+@pytest.mark.parametrize("nb", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_no_code_cell_is_repeated_as_markdown(nb):
+    """A notebook generator that copied cells by index once turned chapter 3's parameters and
+    imports into Markdown (the page showed them as text, and lost the two sections it meant)."""
+    cs = cells(nb)
+    code = {source(c).strip() for c in cs if c["cell_type"] == "code" and source(c).strip()}
+    twins = [i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and source(c).strip() in code]
+    assert not twins, f"{nb.name}: Markdown cells {twins} repeat a code cell's source"
+    first = [i for i, c in enumerate(cs) if c["cell_type"] == "markdown"
+             and re.match(r"(import |from \S+ import |# Papermill parameters)", source(c))]
+    assert not first, f"{nb.name}: Markdown cells {first} start like code"

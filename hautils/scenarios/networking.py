@@ -45,10 +45,10 @@ from typing import Any
 
 from .. import analysis, probes
 from ..experiment import Experiment, Trial
-from ..services.bonding import PRIMARY_MODES, Bond
+from ..services.bonding import PRIMARY_MODES, Bond, bridge
 from ..services.keepalived import CONNTRACKD_CONF, VRRP_MARKS, holders, wait_master
 
-__all__ = ["bond_cable_pull", "bond_marks", "vrrp_power_failure", "conntrackd_session", "CONNTRACKD_MARKS",
+__all__ = ["bond_cable_pull", "bond_marks", "bond_throughput", "bond_setup", "bond_mode_pulls", "BRIDGED_PEER_MODES", "vrrp_power_failure", "conntrackd_session", "CONNTRACKD_MARKS",
            "ospf_event", "ospf_sequence",
            "ospf_marks", "adjacency_drops", "flow_path", "flow_sources", "crossing_source", "pin_flows",
            "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
@@ -250,6 +250,125 @@ def bond_cable_pull(lab, host: str, bond: Bond, peer_ip: str, iface: str | None 
         clock_offsets=lambda t: lab.clock_offsets({host, probe_host}),
         final_phase="peer answers again", diagnose=diagnose, before_s=before_s, after_s=after_s,
         timeout_s=timeout_s, stall_s=None, settle=flap_s)
+
+
+#: How each mode's peer is wired in labs/bonding.yaml: the modes that need no switch support see
+#: two switches joined at layer 2 (the peer bridges its NICs); the others need the switch side
+#: to group the ports, which the peer does with a bond of the same mode (a static trunk).
+BRIDGED_PEER_MODES = {1, 5, 6}
+
+
+def bond_setup(lab, mode: str | int, *, host: str = "bonded", peer: str = "peer", interval_ms: int = 100,
+               monitor: str | None = None, timeout_s: float = 60, **options: Any) -> Bond:
+    """Build ``mode`` on the bonding lab: the peer's side first (a bridge for the modes that need
+    no switch support, :data:`BRIDGED_PEER_MODES`; a bond of the same mode for the others), then
+    ``host``'s bond with the address of its first NIC, and wait until both have settled.
+
+    ``monitor``: ``"arp"`` (every ``interval_ms``, to the peer's address; the default where the
+    kernel has an ARP monitor) or ``"miimon"`` (the default in balance-tlb, balance-alb and
+    802.3ad, which refuse the ARP monitor).  ``options``: more :class:`Bond` fields for the
+    host's bond (``primary``, ``arp_validate``...).  Returns the host's :class:`Bond`."""
+    return _bond_pair(lab, mode, host=host, peer=peer, interval_ms=interval_ms, monitor=monitor,
+                      timeout_s=timeout_s, **options)[0]
+
+
+def _bond_pair(lab, mode: str | int, *, host: str, peer: str, interval_ms: int, monitor: str | None,
+               timeout_s: float, **options: Any) -> tuple[Bond, Bond | None]:
+    """:func:`bond_setup`, returning the peer's bond too (None when the peer bridges)."""
+    host, peer = _host(lab, host, "host"), _host(lab, peer, "peer")
+    number = Bond(mode=mode, miimon=100).number
+    addr = {h: next((str(l.address) for l in lab.topology.hosts[h].links if l.address is not None), None)
+            for h in (host, peer)}
+    if None in addr.values():
+        raise ValueError(f"{lab.topology.source}: {host} and {peer} need an address on a NIC (it moves to the "
+                         "bond or bridge)")
+    ip = {h: a.split("/")[0] for h, a in addr.items()}
+    if monitor is None:
+        monitor = "miimon" if number in {4, 5, 6} else "arp"
+    if monitor not in ("arp", "miimon"):
+        raise ValueError(f"monitor={monitor!r}: 'arp' or 'miimon'")
+
+    def watch(target: str) -> dict[str, Any]:
+        if monitor == "miimon":
+            return {"miimon": interval_ms}
+        return {"arp_interval": interval_ms, "arp_ip_target": (target,)}
+
+    p = lab[peer]
+    peer_bond = None
+    if number in BRIDGED_PEER_MODES:
+        p.run("if [ -e /sys/class/net/bond0 ]; then ip link del dev bond0; fi", timeout=30)
+        bridge(p, address=addr[peer])
+    else:
+        p.run("if [ -e /sys/class/net/br0 ]; then ip link del dev br0; fi", timeout=30)
+        peer_bond = Bond(mode=mode, address=addr[peer], **watch(ip[host]))
+        peer_bond.apply(p, timeout=timeout_s)
+    bond = Bond(mode=mode, address=addr[host], **watch(ip[peer]), **options)
+    bond.apply(lab[host], timeout=timeout_s)
+    bond.wait_settled(lab[host], timeout=timeout_s)
+    if peer_bond is not None:
+        peer_bond.wait_settled(p, timeout=timeout_s)
+    return bond, peer_bond
+
+
+def bond_mode_pulls(lab, modes: Sequence[str | int] = ("balance-rr", "active-backup", "balance-xor", "broadcast",
+                                                       "balance-tlb"), trials: int = 1, *,
+                    host: str = "bonded", peer: str = "peer", replug_after_s: float = 3,
+                    progress: bool = False, **kw: Any) -> dict[str, Any]:
+    """Pull the first slave's cable once per trial in each of ``modes`` (built by
+    :func:`bond_setup`: the ARP monitor where the kernel has one, miimon where it has not) while
+    ``host`` pings the peer at 100 Hz.  With miimon the pull goes unnoticed on UML NICs, so the
+    cable is plugged back after ``replug_after_s``.  ``kw``: more :func:`bond_cable_pull`
+    options.  Returns ``{mode: ExperimentRun}`` in the order given."""
+    peer_ip = next(str(l.address.ip) for l in lab.topology.hosts[_host(lab, peer, "peer")].links
+                   if l.address is not None)
+    runs: dict[str, Any] = {}
+    for mode in modes:
+        bond, peer_bond = _bond_pair(lab, mode, host=host, peer=peer, interval_ms=100, monitor=None, timeout_s=60)
+        extra: dict[str, Any] = {}
+        if bond.miimon is not None:
+            extra["replug_after_s"] = replug_after_s
+        if bond.number == 3:  # broadcast: every packet goes both ways, the pull may cost nothing
+            extra["outage"] = False
+        settle = [(peer, peer_bond)] if peer_bond is not None else []
+        runs[bond.mode] = bond_cable_pull(lab, host, bond, peer_ip, settle=settle, **{**extra, **kw}).run(
+            trials, progress=progress)
+    return runs
+
+
+def bond_throughput(lab, host: str, bond: Bond, peer: str, peer_ip: str, *, seconds: float = 3,
+                    streams: int = 2, timeout_s: float = 60) -> dict[str, Any]:
+    """TCP throughput from the bonded ``host`` to ``peer`` (``iperf3 -c peer_ip -t seconds -P
+    streams``, the peer's one-shot server ``iperf3 -s -1``), and how the bytes left: each
+    slave's share of the transmitted bytes, from its ``tx_bytes`` counter around the run.
+
+    The share is the evidence of what a mode does with two links up: active-backup sends
+    everything through one, balance-rr alternates packets over both.  Whether that buys speed
+    depends on what limits the transfer; the result says what this lab measured, nothing more.
+
+    Returns ``mode``, ``Mbit/s`` (received), ``retransmits``, ``<slave> share`` per slave and
+    ``seconds``; raises naming the host and iperf3's complaint if the run fails."""
+    h, p = lab[_host(lab, host, "host")], lab[_host(lab, peer, "peer")]
+    peer_ip = _ipv4(peer_ip, "peer_ip")
+    _positive(seconds, "seconds")
+    if isinstance(streams, bool) or not isinstance(streams, int) or not 1 <= streams <= 16:
+        raise ValueError(f"streams={streams!r}: 1 to 16 parallel TCP streams")
+    counters = " ".join(f"/sys/class/net/{s}/statistics/tx_bytes" for s in bond.slaves)
+    p.run("iperf3 -s -1 -D >/dev/null 2>&1; sleep 0.3", timeout=30)
+    before = [int(x) for x in h.run(f"cat {counters}", timeout=30).stdout.split()]
+    res = h.run(f"iperf3 -c {peer_ip} -t {seconds:g} -P {streams} -J", check=False, timeout=timeout_s)
+    after = [int(x) for x in h.run(f"cat {counters}", timeout=30).stdout.split()]
+    try:
+        end = json.loads(res.stdout)["end"]
+        bps = float(end["sum_received"]["bits_per_second"])
+    except (ValueError, KeyError, TypeError):
+        raise RuntimeError(f"iperf3 from {host} to {peer_ip} ({peer}) failed (exit {res.exit_status}): "
+                           f"{(res.stderr or res.stdout).strip()[-400:]}") from None
+    sent = [a - b for a, b in zip(after, before)]
+    total = sum(sent) or 1
+    row: dict[str, Any] = {"mode": bond.mode, "Mbit/s": round(bps / 1e6, 1),
+                           "retransmits": end.get("sum_sent", {}).get("retransmits"), "seconds": seconds}
+    row.update({f"{s} share": round(n / total, 3) for s, n in zip(bond.slaves, sent)})
+    return row
 
 
 # -- gateway level: the VRRP master loses power ---------------------------------------------------

@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 from ..errors import CommandError
 
 __all__ = ["Bond", "BondState", "SlaveState", "MODES", "Mode", "mode_number", "mode_name",
-           "modes_table", "parse_proc_bonding", "bridge"]
+           "modes_table", "parse_proc_bonding", "bridge", "shape", "unshape"]
 
 PROC = "/proc/net/bonding/{bond}"
 SYSFS = "/sys/class/net/{bond}/bonding/{option}"
@@ -489,3 +489,24 @@ def bridge(host, ports: tuple[str, ...] = ("eth0", "eth1"), *, name: str = "br0"
     host.run("set -e\n"
              f"if [ -e /sys/class/net/{name} ]; then ip link del dev {name}; fi\n"
              "ip -batch - <<'EOF'\n" + "\n".join(batch) + "\nEOF\n", timeout=timeout)
+
+
+def shape(host, ifaces: tuple[str, ...] = ("eth0", "eth1"), *, rate_mbit: int = 100, timeout: float = 60) -> None:
+    """Give each of ``ifaces`` on ``host`` a fixed speed: a token bucket (``tc qdisc replace dev
+    IFACE root tbf rate N mbit``) on what it sends.  A lab cable has no speed of its own (two
+    UML guests exchange frames as fast as their CPUs allow), so without it the question "do two
+    links carry more than one?" would measure the CPU, not the links.  ``rate_mbit`` 100 is Fast
+    Ethernet, the cards of the paper's time."""
+    if isinstance(rate_mbit, bool) or not isinstance(rate_mbit, int) or not 1 <= rate_mbit <= 100_000:
+        raise ValueError(f"rate_mbit={rate_mbit!r}: whole Mbit/s, 1 to 100000")
+    if not ifaces or any(not IFNAME_RE.match(i) for i in ifaces):
+        raise ValueError(f"ifaces={ifaces!r}: interface names of up to 15 characters")
+    # burst: at least one rate-interval's worth at HZ 100 (rate / 100), and a few full frames
+    burst_kb = max(16, rate_mbit * 1000 // 8 // 100 + 4)
+    host.run("\n".join(f"tc qdisc replace dev {i} root tbf rate {rate_mbit}mbit burst {burst_kb}kb latency 50ms"
+                       for i in ifaces), timeout=timeout)
+
+
+def unshape(host, ifaces: tuple[str, ...] = ("eth0", "eth1"), *, timeout: float = 60) -> None:
+    """Remove what :func:`shape` set (the interfaces send at the CPU's pace again)."""
+    host.run("\n".join(f"tc qdisc del dev {i} root 2>/dev/null || true" for i in ifaces), timeout=timeout)

@@ -49,6 +49,7 @@ import math
 import re
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import CommandError
@@ -282,6 +283,29 @@ class Keepalived:
         so the backup takes over at once.  Returns the epoch time the stop began (guest clock)."""
         out = host.run("echo $EPOCHREALTIME; systemctl stop keepalived", timeout=timeout).stdout
         return float(out.split()[0].replace(",", "."))
+
+    def deploy(self, lab, conntrackd: "Conntrackd | None" = None, *, timeout: float = 120) -> str:
+        """Put this configuration on both routers of ``lab`` and wait until the pair has settled:
+        the files written and checked on each (with ``conntrackd``, its files first, since the
+        notify script must exist when keepalived checks its configuration), conntrackd then
+        keepalived restarted on both at once, then :func:`wait_master` (the first router with
+        preempt, either without).  Returns the master's name.  Every experiment of the chapter
+        starts from here, so a setting is changed in one call, not in a notebook loop."""
+        if self.conntrackd and conntrackd is None:
+            raise ValueError("this configuration drives conntrackd (conntrackd=True): pass the Conntrackd "
+                             "whose files its notify script needs")
+        hosts = [lab[r] for r in self.routers]
+        with ThreadPoolExecutor(len(hosts)) as ex:
+            if conntrackd is not None:
+                list(ex.map(conntrackd.install, hosts))
+            list(ex.map(self.install, hosts))
+        command = "systemctl enable keepalived >/dev/null 2>&1; systemctl restart keepalived"
+        if conntrackd is not None:
+            command = (f"systemctl enable conntrackd >/dev/null 2>&1; rm -f {shlex.quote(conntrackd.lockfile)}; "
+                       "systemctl restart conntrackd && " + command)
+        lab.run_all(hosts, command, timeout=timeout)
+        return wait_master(hosts, self.vips, expected=self.routers[0] if self.preempt else None,
+                           timeout=timeout, stable_s=max(1.0, 2 * self.failover_bound()))
 
     def master(self, hosts) -> str | None:
         """The router that holds every virtual address now, or None (see :func:`master_of`)."""
