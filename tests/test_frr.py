@@ -362,3 +362,19 @@ def test_converged_names_what_is_missing(topo):
     # with BFD: a session per neighbour must be up too
     one_up = StateHost("router1", full, ALL_NETS, bfd=[("10.10.11.1", "up"), ("10.10.13.1", "down")])
     assert Frr(topo, bfd=True).converged(one_up) == ["router1: 1 of 2 BFD sessions up"]
+
+
+def test_deploy_installs_and_restarts_every_router_then_waits_for_convergence(topo, monkeypatch):
+    f = Frr(topo)
+    hosts = [FakeHost(r) for r in f.routers]
+    waited = []
+    monkeypatch.setattr(Frr, "wait_converged", lambda self, hs, timeout=120: waited.append([h.name for h in hs]) or 0.0)
+    assert f.deploy(hosts) >= 0
+    for h in hosts:
+        assert [p for p, _, _ in h.puts] == [DAEMONS, CONF]
+        assert h.runs[-1] == "systemctl restart frr" and "vtysh -C -f /etc/frr/frr.conf" in h.runs
+    assert waited == [list(f.routers)]
+    bad = [FakeHost(f.routers[0], vtysh=(1, "", "line 3: % Unknown command")), *[FakeHost(r) for r in f.routers[1:]]]
+    with pytest.raises(CommandError, match="Unknown command"):
+        f.deploy(bad)
+    assert not any("restart" in r for h in bad for r in h.runs)  # nothing restarted on a bad file
