@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,20 @@ def lost_writes(host: Callable[[Trial], Any] | None = None, probe: str | None = 
         return {"acked": loss.acked, "lost_acked": loss.lost_acked, "rpo_s": loss.rpo_s}
 
     return verify
+
+
+def _each(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
+    """``fn`` on every item at once (threads: each is an SSH round trip to a slow guest); the
+    first error is raised once all have finished."""
+    items = list(items)
+    if len(items) <= 1:
+        for x in items:
+            fn(x)
+        return
+    with ThreadPoolExecutor(len(items)) as pool:
+        futures = [pool.submit(fn, x) for x in items]
+    for f in futures:
+        f.result()
 
 
 @dataclass
@@ -253,15 +268,23 @@ class Experiment:
         if not self.marks or t.downtime is None or not t.downtime.seen:
             return
         events = list(t.events)
-        for host in self.journals(t):  # type: ignore[misc]
+        hosts = list(self.journals(t))  # type: ignore[misc]
+
+        def read(host) -> list[tuple[float, str]]:
             off = t.offsets.get(getattr(host, "name", None), 0.0)
-            events += [(line.time - off, f"{line.identifier}: {line.message}")
-                       for line in host.journal(since=t.fault_time - 1 + off)]
+            return [(line.time - off, f"{line.identifier}: {line.message}")
+                    for line in host.journal(since=t.fault_time - 1 + off)]
+
+        # every host's journal at once: each journalctl costs most of a second in a UML guest
+        with ThreadPoolExecutor(max(1, len(hosts))) as pool:
+            for lines in pool.map(read, hosts):
+                events += lines
         t.phases = analysis.phases(events, self.marks, start=t.fault_time, end=t.downtime.outage.first_ok_after,
                                    final=self.final_phase)
 
-    def trial(self, index: int, t: Trial | None = None) -> Trial:
-        """Run one trial and return it (``run`` calls this N times)."""
+    def trial(self, index: int, t: Trial | None = None, restore: bool = True) -> Trial:
+        """Run one trial and return it (``run`` calls this N times); ``restore=False`` leaves the
+        lab as the fault left it."""
         t = t if t is not None else Trial(index, self.name)
         clock = time.monotonic()
 
@@ -276,10 +299,20 @@ class Experiment:
         lap("prepare")
         t.probes = self._probes(t)
         started: list[Any] = []
+
+        def start(p) -> None:
+            p.start()
+            started.append(p)
+
+        def stop(p) -> None:
+            try:
+                if p.running():
+                    p.stop()
+            except Exception:  # a probe on a host that was powered off: its log tells the rest
+                pass
+
         try:
-            for p in t.probes.values():
-                p.start()
-                started.append(p)
+            _each(start, t.probes.values())  # side by side: starting one costs a second in a UML guest
             self.sleep(self.before_s)
             t.fault_time = float(self.fault(t))
             if self.recovered == "probe":
@@ -291,12 +324,7 @@ class Experiment:
                 self.during(t)
             self.sleep(self.after_s)
         finally:
-            for p in started:
-                try:
-                    if p.running():
-                        p.stop()
-                except Exception:  # a probe on a host that was powered off: its log tells the rest
-                    pass
+            _each(stop, list(started))
         lap("probing")
         if self.clock_offsets:
             t.offsets = dict(self.clock_offsets(t))
@@ -305,7 +333,7 @@ class Experiment:
             t.row.update(self.verify(t) or {})
         self._phases(t)
         lap("analysis")
-        if self.restore:
+        if self.restore and restore:
             self.restore(t)
         lap("restore")
         return t
@@ -323,8 +351,12 @@ class Experiment:
 
     # -- N trials ---------------------------------------------------------------------------------
 
-    def run(self, trials: int, *, keep_going: bool = False, progress: bool = False) -> Run:
+    def run(self, trials: int, *, keep_going: bool = False, progress: bool = False,
+            restore_last: bool = True) -> Run:
         """Run ``trials`` trials; stop at the first failure unless ``keep_going``.
+        ``restore_last=False``: the last trial leaves the lab as its fault left it (the survivor
+        serving alone), where nothing after it needs the redundancy back: that restore would only
+        cost time (a boot and a resync).
 
         A failed trial raises :class:`ExperimentError` carrying the rows so far and the
         scenario's ``diagnose`` text (with ``keep_going`` the failure is a row with ``error``)."""
@@ -333,17 +365,18 @@ class Experiment:
         rows: list[dict[str, Any]] = []
         done: list[Trial] = []
         for i in range(trials):
-            self._one(i, trials, rows, done, keep_going=keep_going, progress=progress)
+            self._one(i, trials, rows, done, keep_going=keep_going, progress=progress,
+                      restore=restore_last or i < trials - 1)
         return Run(self.name, _frame(rows), done, settle=self.settle)
 
     def _one(self, i: int, trials: int, rows: list[dict[str, Any]], done: list[Trial], *, keep_going: bool,
-             progress: bool) -> None:
+             progress: bool, restore: bool = True) -> None:
         """Trial ``i`` of ``trials``: its row (or its error) appended to ``rows``."""
         t = Trial(i, self.name)
         if progress:
             print(f"{time.strftime('%H:%M:%S')} {self.name} {i}: starting", flush=True)
         try:
-            self.trial(i, t)
+            self.trial(i, t, restore=restore)
             done.append(t)
             rows.append({"trial": i, **self.row(t), "error": None})
             if progress:

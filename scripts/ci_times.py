@@ -9,6 +9,10 @@ Reads, in DIR (default artifacts/timings):
   steps.tsv    written by .ci/run, one line per step: name, wall-clock start and end (seconds
                since the epoch), exit status; start and end are "-" and the status "not-run" for
                a step skipped because an earlier one failed.
+  machine.tsv  written by .ci/run at the start and at the end: a label and the milliseconds one
+               fork + exec of /bin/true takes on this machine (a bash loop), printed under the
+               table: the same machine read 0.9 and 1.3 ms on one day, and every lab number
+               follows it, so a run's times are only comparable at a similar speed.
 
 Prints one row per notebook and per test file (slowest first within a step), one row per step
 (its tests' time, its wall-clock time, its exit status) and one for the whole run, flags a
@@ -304,6 +308,23 @@ def render_markdown(table: Table, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def machine_speed(d: Path) -> str | None:
+    """The machine's speed line from DIR/machine.tsv ("label<TAB>ms" lines), or None."""
+    path = d / "machine.tsv"
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    parts = []
+    for n, line in enumerate(text.splitlines(), 1):
+        f = line.split("\t")
+        try:
+            parts.append(f"{float(f[1]):.2f} ms {f[0]}")
+        except (IndexError, ValueError):
+            print(f"ci_times: {path}:{n}: expected 'label<TAB>ms', ignored: {line!r}", file=sys.stderr)
+    return ("machine speed, one fork + exec of /bin/true: " + ", ".join(parts)) if parts else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", nargs="?", default="artifacts/timings", type=Path,
@@ -319,11 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{title}: nothing recorded (no steps.tsv, no junit XML)")
         return 0
     table = build(steps, args.notebook_budget, args.run_budget)
-    sys.stdout.write(render_text(table, title))
+    speed = machine_speed(args.dir)
+    sys.stdout.write(render_text(table, title) + (speed + "\n" if speed else ""))
     md = args.markdown or args.dir / "summary.md"
     try:
         md.parent.mkdir(parents=True, exist_ok=True)
-        md.write_text(render_markdown(table, title))
+        md.write_text(render_markdown(table, title) + ("\n" + speed + "\n" if speed else ""))
     except OSError as e:
         print(f"ci_times: cannot write {md}: {e}", file=sys.stderr)
     return 0

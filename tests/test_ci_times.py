@@ -308,3 +308,16 @@ def test_script_runs_standalone_with_system_python(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "chapters/00-labs.ipynb" in proc.stdout
+
+
+def test_the_machines_speed_is_printed_under_the_table(tmp_path, capsys):
+    (tmp_path / "steps.tsv").write_text("test\t100.0\t160.0\t0\n")
+    (tmp_path / "machine.tsv").write_text("at the start\t0.93\nat the end\t1.31\nbroken line\n")
+    ci_times.main([str(tmp_path)])
+    out = capsys.readouterr()
+    assert "machine speed, one fork + exec of /bin/true: 0.93 ms at the start, 1.31 ms at the end" in out.out
+    assert "machine.tsv:3" in out.err
+    assert "1.31 ms at the end" in (tmp_path / "summary.md").read_text()
+    (tmp_path / "machine.tsv").unlink()
+    ci_times.main([str(tmp_path)])
+    assert "machine speed" not in capsys.readouterr().out

@@ -249,3 +249,46 @@ def test_clock_offsets_move_logs_and_journal_lines_onto_the_machines_clock():
     assert t.log["sent"].iloc[0] == pytest.approx(T0 + 0.014)  # moved forward by 14 ms
     assert shifted.trials["takeover (s)"][0] == pytest.approx(1.01)
     assert shifted.trials.downtime_s[0] == pytest.approx(plain.trials.downtime_s[0])  # one clock: same length
+
+
+def test_the_last_trial_can_leave_the_lab_as_the_fault_left_it():
+    log = synthetic_log([(8.0, 12.0)])
+    calls: list = []
+    make(log, calls, restore=lambda t: calls.append(("restore", t.index))).run(3, restore_last=False)
+    assert [c for c in calls if c[0] == "restore"] == [("restore", 0), ("restore", 1)]
+    calls.clear()
+    make(log, calls, restore=lambda t: calls.append(("restore", t.index))).run(2)
+    assert [c for c in calls if c[0] == "restore"] == [("restore", 0), ("restore", 1)]
+
+
+def test_probes_start_and_stop_side_by_side():
+    import threading
+    import time as _time
+
+    log = synthetic_log([(8.0, 12.0)])
+    calls: list = []
+    both = threading.Barrier(2, timeout=5)  # each start waits for the other: sequential starts would time out
+
+    class Slow(FakeProbe):
+        def start(self):
+            both.wait()
+            _time.sleep(0.01)
+            return super().start()
+
+    run = make(log, calls, probe=lambda t: {"a": Slow("a", log, calls), "b": Slow("b", log, calls)}).run(1)
+    assert run.trials.error.isna().all()
+    assert sorted(c for c in calls if c[0] in ("start", "stop")) == [("start", "a"), ("start", "b"),
+                                                                     ("stop", "a"), ("stop", "b")]
+
+
+def test_a_probe_that_cannot_start_fails_the_trial_and_the_others_are_stopped():
+    log = synthetic_log([(8.0, 12.0)])
+    calls: list = []
+
+    class Broken(FakeProbe):
+        def start(self):
+            raise RuntimeError("no agent")
+
+    with pytest.raises(ExperimentError, match="no agent"):
+        make(log, calls, probe=lambda t: {"a": FakeProbe("a", log, calls), "b": Broken("b", log, calls)}).run(1)
+    assert ("stop", "a") in calls

@@ -3,6 +3,7 @@ off, boot overlapped with the promotion, rejoin together) and the per-protocol r
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pandas as pd
@@ -105,7 +106,9 @@ def test_one_power_failure_measures_every_protocol_and_everything_rejoins_togeth
     assert steps[promote + 1] == "wait_booted iscsi-server0"  # the logs are on its disk
     assert ("iscsi-server1", "drbdadm secondary proto-a proto-b proto-c") in calls
     rejoin = next(c for h, c in calls if h == "iscsi-server0" and c.startswith("modprobe drbd"))
-    assert "drbdadm up proto-a proto-b proto-c r0" in rejoin and "--discard-my-data connect" in rejoin
+    assert "drbdadm up proto-a proto-b proto-c r0" in rejoin and "disconnect" not in rejoin
+    # every resource connected (the fake /proc/drbd): none is reconnected with --discard-my-data
+    assert not any("discard-my-data" in c for h, c in calls)
     assert calls[-1] == ("iscsi-server0", "drbdadm primary proto-a proto-b proto-c r0")  # r0 was primary there
 
 
@@ -119,3 +122,31 @@ def test_one_resource_keeps_the_exercises_columns(monkeypatch):
     assert ("drbd", "set_protocol A") in calls
     row = run.trials.iloc[0]
     assert row["protocol"] == "A" and row["lost_acked"] == 4 and run.last.loss.lost_acked == 4
+
+
+def test_a_stall_on_several_ports_drops_each_port_both_ways():
+    calls: list = []
+    storage.shape_port(Host("iscsi-server0", calls), "loss 100%", (7789, 7790))
+    cmd = calls[-1][1]
+    for port in (7789, 7790):
+        assert f"match ip dport {port} 0xffff" in cmd and f"match ip sport {port} 0xffff" in cmd
+    assert sorted(re.findall(r"protocol ip prio (\d+)", cmd)) == ["3", "4", "5", "6"]  # four filters
+    assert cmd.startswith("tc qdisc del dev eth0 root")  # a second call does not pile filters up
+
+
+def test_every_probe_is_read_back_the_first_one_unprefixed():
+    from hautils.experiment import Trial
+
+    calls: list = []
+    client = Host("iscsi-client", calls)
+
+    class OnClient(Probe):  # a client's probe: read back where it wrote (host=None)
+        def verify(self, host=None, to_seq=None):
+            return super().verify(host or client, to_seq)
+
+    t = Trial(0, "cache")
+    t.probes = {"write-through": OnClient("write-through", 0, calls), "write-back": OnClient("write-back", 1, calls)}
+    t.logs = {n: p.log() for n, p in t.probes.items()}
+    row = storage._every_probe_read_back(t)
+    assert row["lost_acked"] == 0 and row["write-back lost_acked"] == 1 and row["acked"] == 300
+    assert set(t.losses) == {"write-through", "write-back"} and t.loss is t.losses["write-through"]

@@ -206,3 +206,73 @@ def test_both_tgt_dropins_force_delete_the_target_before_stopping_the_daemon():
         assert stops[0] == "ExecStop=", dropin  # Debian's own stop lines are replaced
         assert "--op delete --force --tid 1" in stops[2] and stops[-1].endswith("--op delete --mode system"), stops
         assert f"TimeoutStopSec={t.STOP_TIMEOUT_S}" in dropin
+
+
+def test_hadisk_with_a_second_lun_takes_both_over_and_gives_both_back():
+    script = fast_disk_script("192.168.103.36", sync_writes=True, more_luns=[("r1", "/dev/drbd1", False)])
+    start, stop = script.split("start)")[1].split(";;")[0], script.split("stop)")[1].split(";;")[0]
+    assert "drbdadm primary r0 r1 || exit 1" in start
+    assert "--lun 1 -b /dev/drbd0 --bsoflags sync ||" in start and "--lun 2 -b /dev/drbd1 ||" in start
+    assert start.index("--lun 2") < start.index("ip addr add")  # the address last
+    assert stop.index("--lun 2") < stop.index("--lun 1") < stop.index("drbdadm secondary r0 r1")
+    assert "# LUN 2 (/dev/drbd1, DRBD r1), tgt's default write-back cache" in script
+    with pytest.raises(ValueError, match="own DRBD resource"):
+        fast_disk_script("192.168.103.36", more_luns=[("r0", "/dev/drbd1", False)])
+
+
+SESSION_P3 = """\t\tHost Number: 2\tState: running
+\t\tscsi2 Channel 00 Id 0 Lun: 0
+\t\tscsi2 Channel 00 Id 0 Lun: 1
+\t\t\tAttached scsi disk sda\t\tState: running
+\t\tscsi2 Channel 00 Id 0 Lun: 2
+\t\t\tAttached scsi disk sdb\t\tState: running
+"""
+
+
+def test_the_disk_of_each_lun_is_read_from_the_session():
+    from hautils.services.iscsi import attached_disk
+
+    assert attached_disk(SESSION_P3) == "/dev/sda"
+    assert attached_disk(SESSION_P3, 1) == "/dev/sda" and attached_disk(SESSION_P3, 2) == "/dev/sdb"
+    assert attached_disk(SESSION_P3, 3) is None
+    assert attached_disk(SESSION_P3.replace("sdb\t\tState: running", "sdb\t\tState: blocked"), 2) is None
+
+
+def _proc(**cs) -> str:
+    """/proc/drbd with minor 0 (r0) and 1 (r1) in the given connection states."""
+    ds = {"Connected": "UpToDate/UpToDate", "SyncTarget": "Inconsistent/UpToDate"}
+    return "".join(f" {m}: cs:{c} ro:Secondary/{'Primary' if c != 'StandAlone' and c != 'WFConnection' else 'Unknown'} "
+                   f"ds:{ds.get(c, 'Outdated/DUnknown')} C r-----\n" for m, c in enumerate(cs.values()))
+
+
+def test_a_rejoin_reconnects_only_what_split_and_never_disconnects_a_connected_resource():
+    from hautils.services import drbd as drbd_mod
+
+    class Host:
+        name = "iscsi-server1"
+
+        def __init__(self, texts):
+            self.texts, self.cmds = list(texts), []
+
+        def run(self, cmd, timeout=None, check=True):
+            self.cmds.append(cmd)
+            text = self.texts.pop(0) if cmd == "cat /proc/drbd" and len(self.texts) > 1 else self.texts[0]
+            return type("R", (), {"stdout": text if cmd == "cat /proc/drbd" else ""})()
+
+    hosts = [FakeHost("iscsi-server0"), FakeHost("iscsi-server1")]
+    r0, r1 = Drbd(hosts, ["a", "b"]), Drbd(hosts, ["a", "b"], name="r1", device="/dev/drbd1", port=7790)
+    # r1 (small) has connected and resynced at once; r0 found diverged data and stands alone
+    h = Host([_proc(r0="WFConnection", r1="SyncTarget"), _proc(r0="StandAlone", r1="Connected"),
+              _proc(r0="SyncTarget", r1="Connected"), _proc(r0="Connected", r1="Connected")])
+    drbd_mod.rejoin([r0, r1], h, timeout=5)
+    assert not any("disconnect" in c for c in h.cmds)
+    assert [c for c in h.cmds if "discard-my-data" in c] == ["drbdadm -- --discard-my-data connect r0"]
+    # a peer that never answers: the error names the resources and the host
+    h = Host([_proc(r0="WFConnection", r1="WFConnection")])
+    drbd_mod.time, real = type("T", (), {"monotonic": staticmethod(iter(range(0, 10**6, 100)).__next__),
+                                         "sleep": staticmethod(lambda s: None)}), drbd_mod.time
+    try:
+        with pytest.raises(TimeoutError, match="DRBD r0 r1 on iscsi-server1: no handshake"):
+            drbd_mod.rejoin([r0, r1], h, timeout=5)
+    finally:
+        drbd_mod.time = real

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
-from .. import overhead, probes
+from .. import analysis, overhead, probes
 from ..experiment import Experiment, Trial, lost_writes
 from ..services.drbd import rejoin as drbd_rejoin
+from ..services.drbd import wait_healthy as drbd_wait_healthy
+from ..services.iscsi import parse_lun_flags
 
 CLIENT = "iscsi-client"
 SERVERS = ("iscsi-server0", "iscsi-server1")
@@ -105,26 +108,52 @@ def _write_probe(client, label: str, hz: float = 100):
     return lambda t: probes.write(client, PROBE_PATH, hz=hz, name=f"{label}-{t.index}", duration=900)
 
 
+def _every_probe_read_back(t: Trial) -> dict:
+    """``verify`` for one or several write probes: each probe's records read back (side by side:
+    each read-back is a Python process in a slow guest); the first probe's figures as ``acked``,
+    ``lost_acked``, ``rpo_s``, the others' prefixed with their name."""
+    names = list(t.probes)
+
+    def one(name: str):
+        v = t.probes[name].verify()
+        return analysis.lost_writes(t.logs[name], v["present"], v["corrupt"])
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        t.losses = dict(zip(names, pool.map(one, names)))
+    t.loss = t.losses[names[0]]
+    row = {}
+    for i, name in enumerate(names):
+        loss = t.losses[name]
+        out = {"acked": loss.acked, "lost_acked": loss.lost_acked, "rpo_s": loss.rpo_s}
+        row.update(out if i == 0 else {f"{name} {k}": v for k, v in out.items()})
+    return row
+
+
 def heartbeat_failover(lab, hb, drbd, target, fault: str, *, label: str | None = None,
                        marks: Mapping[str, str] | None = None, before_s: float = 2, after_s: float = 2,
                        timeout_s: float = 240, hz: float = 100, count_processes: bool = False,
-                       probe=None, inject=None) -> Experiment:
+                       probe=None, inject=None, luns: Sequence[int] = (1,)) -> Experiment:
     """The paper's test (section 2.4.3): heartbeat stopped on the active server (``graceful``) or
     the active server's power cut (``power``) while the client writes; then the lab is made
     redundant again (the old server boots, DRBD resyncs, heartbeat rejoins as standby).
+    ``drbd``: the resource heartbeat moves, or a list of them (several LUNs).
 
     Row: ``from``, ``to``, ``tgt bsoflags`` (the live LUN's cache mode), ``downtime_s``,
     ``stalls_s`` (shorter interruptions apart from the failover), ``acked``, ``lost_acked``,
     ``rpo_s`` and one column per phase; with ``count_processes`` also ``processes started
     (survivor)``, from the kernel's counter read before the fault and right after recovery (the
     survivor is not asked anything in between: polling it would slow its takeover).
-    ``probe``: another probe factory (``lambda t: Probe``) instead of the client's write probe;
-    ``inject``: another fault (``lambda t: time``) for the active server ``t.active``, e.g.
-    :func:`stalled_power_failure`."""
+    ``probe``: another probe factory (``lambda t: Probe``) instead of the client's write probe,
+    or one that returns ``{name: Probe}``: then the first times the failover and every one is
+    read back (``NAME acked``, ``NAME lost_acked``, ``NAME rpo_s`` for the others; ``t.losses``
+    by name); ``inject``: another fault (``lambda t: time``) for the active server ``t.active``,
+    e.g. :func:`stalled_power_failure`; ``luns``: the LUNs whose live cache mode is recorded
+    (``tgt bsoflags``, or ``LUN n bsoflags`` for several)."""
     if fault not in ("graceful", "power"):
         raise ValueError(f"fault must be 'graceful' or 'power', got {fault!r}")
     client = lab[CLIENT]
     servers = [lab[s] for s in SERVERS]
+    resources = list(drbd) if isinstance(drbd, (list, tuple)) else [drbd]
     if marks is None:
         marks = HB_GRACEFUL_MARKS if fault == "graceful" else HB_POWER_MARKS
 
@@ -132,11 +161,16 @@ def heartbeat_failover(lab, hb, drbd, target, fault: str, *, label: str | None =
         active = lab[hb.active()]
         standby = servers[1] if active is servers[0] else servers[0]
         t.set(active=active, standby=standby)
-        t.row.update({"from": active.name, "tgt bsoflags": target.lun_flags(active) or "(write-back)"})
+        t.row["from"] = active.name
+        show = target.show(active)
+        for n in luns:
+            t.row["tgt bsoflags" if len(luns) == 1 else f"LUN {n} bsoflags"] = \
+                parse_lun_flags(show, n) or "(write-back)"
         if count_processes:
             t.forks_before = overhead.processes_started(standby)
 
     def during(t: Trial) -> None:
+        t.row["to"] = t.standby.name  # (the last trial may not be restored: set it here)
         if count_processes:
             t.row["processes started (survivor)"] = overhead.processes_started(t.standby) - t.forks_before
 
@@ -151,15 +185,14 @@ def heartbeat_failover(lab, hb, drbd, target, fault: str, *, label: str | None =
         step = _Steps(t, "restore")
         hb.wait_settled(t.standby)  # no rejoin while the survivor is still taking over
         step("survivor settled")
-        t.row["to"] = t.standby.name
         if fault == "power":
             lab.power_on(t.active.name)
             step("boot")
-            drbd.rejoin(t.active)
+            drbd_rejoin(resources, t.active)
             step("DRBD rejoin")
         hb.join(t.active)
         step("heartbeat join")
-        drbd.wait_healthy(600)
+        drbd_wait_healthy(resources, t.active, 600)
         step("DRBD in sync")
         hb.wait_pair_settled()
         step("heartbeat settled")
@@ -167,7 +200,7 @@ def heartbeat_failover(lab, hb, drbd, target, fault: str, *, label: str | None =
     return Experiment(
         label or f"heartbeat {fault}", probe=probe or _write_probe(client, label or fault, hz),
         fault=injector if inject is None else inject,
-        prepare=prepare, during=during, verify=lost_writes(), restore=restore, marks=marks, journals=journals,
+        prepare=prepare, during=during, verify=_every_probe_read_back, restore=restore, marks=marks, journals=journals,
         diagnose=lambda t, e: state_report(lab, since=(t.fault_time or time.time()) - 5),
         before_s=before_s, after_s=after_s, timeout_s=timeout_s)
 
@@ -202,11 +235,13 @@ def drbd_protocol_loss(lab, drbd, protocol: str, *, delay_ms: int = 100, before_
                                set_protocol=True)
 
 
-def protocol_replicas(drbd, disks=("/dev/ubdc", "/dev/ubdd", "/dev/ubde")) -> dict:
+def protocol_replicas(drbd, disks=("/dev/ubdc", "/dev/ubdd", "/dev/ubde"), initial_sync: bool = False) -> dict:
     """One small DRBD resource per protocol (``proto-a``, ``proto-b``, ``proto-c``: minors 1-3,
     ports after ``drbd``'s) between ``drbd``'s two hosts, each with its protocol in its own
     resource file, created and in sync, primary on the first host: so that one power failure
-    hits all three protocols at the same instant, and three writers measure them side by side."""
+    hits all three protocols at the same instant, and three writers measure them side by side.
+    ``initial_sync=False``: the lab's disks are fresh and all zeros on both sides, nothing to
+    copy (:meth:`Drbd.create`)."""
     from ..services.drbd import Drbd
 
     out = {}
@@ -214,7 +249,7 @@ def protocol_replicas(drbd, disks=("/dev/ubdc", "/dev/ubdd", "/dev/ubde")) -> di
         r = Drbd(drbd.hosts, drbd.addresses, disk=disk, name=f"proto-{pr.lower()}", device=f"/dev/drbd{i}",
                  port=drbd.port + i, protocol=pr, own_protocol=True, net=dict(drbd.net),
                  disk_options=dict(drbd.disk_options))
-        r.create()
+        r.create(initial_sync=initial_sync)
         out[pr] = r
     return out
 
@@ -309,17 +344,18 @@ def set_delay(host, ms: int, iface: str = "eth0") -> None:
         host.run(f"tc qdisc del dev {iface} root 2>/dev/null; true")
 
 
-def shape_port(host, netem: str | None, port: int = 7789, iface: str = "eth0") -> None:
-    """Apply a netem discipline (``"delay 100ms"``, ``"loss 100%"``) to one TCP port's traffic
-    only, DRBD's replication by default, leaving the host's other traffic (the client's iSCSI
-    session) as it is; ``None`` removes it."""
+def shape_port(host, netem: str | None, port: int | Sequence[int] = 7789, iface: str = "eth0") -> None:
+    """Apply a netem discipline (``"delay 100ms"``, ``"loss 100%"``) to the traffic of one TCP
+    port (or several), DRBD's replication by default, leaving the host's other traffic (the
+    client's iSCSI session) as it is; ``None`` removes it."""
     if not netem:
         host.run(f"tc qdisc del dev {iface} root 2>/dev/null; true")
         return
-    host.run(f"tc qdisc replace dev {iface} root handle 1: prio && "
-             f"tc qdisc replace dev {iface} parent 1:3 handle 30: netem {netem} && "
-             f"tc filter replace dev {iface} parent 1: protocol ip prio 3 u32 match ip dport {port} 0xffff flowid 1:3 && "
-             f"tc filter add dev {iface} parent 1: protocol ip prio 4 u32 match ip sport {port} 0xffff flowid 1:3")
+    ports = [port] if isinstance(port, int) else list(port)
+    filters = " && ".join(f"tc filter add dev {iface} parent 1: protocol ip prio {3 + i} u32 match ip {d} {p} 0xffff "
+                          "flowid 1:3" for i, (p, d) in enumerate((p, d) for p in ports for d in ("dport", "sport")))
+    host.run(f"tc qdisc del dev {iface} root 2>/dev/null; tc qdisc replace dev {iface} root handle 1: prio && "
+             f"tc qdisc replace dev {iface} parent 1:3 handle 30: netem {netem} && {filters}")
 
 
 def corosync_noise(hosts, since: float) -> dict:
@@ -520,15 +556,16 @@ def heartbeat_detection(lab, hb, *, before_s: float = 2, after_s: float = 1, hz:
                       before_s=before_s, after_s=after_s, stall_s=None, pick="first")
 
 
-def stalled_power_failure(lab, stall_s: float = 0.2):
+def stalled_power_failure(lab, stall_s: float = 0.2, ports: int | Sequence[int] = 7789):
     """A fault for :func:`heartbeat_failover`: DRBD's replication traffic of the active server
-    stops (every packet on its port dropped), and ``stall_s`` later the server loses power.  The
-    client's next write is then certainly in flight: its data sent, its cache flush waiting for
-    the replication, when the power goes: the case a cache in the target gets wrong.  Returns
-    the time of the power failure (the client's outage begins at the stall)."""
+    stops (every packet on its port, or ``ports`` for several resources, dropped), and
+    ``stall_s`` later the server loses power.  The client's next write is then certainly in
+    flight: its data sent, its cache flush waiting for the replication, when the power goes: the
+    case a cache in the target gets wrong.  Returns the time of the power failure (the client's
+    outage begins at the stall)."""
 
     def fault(t: Trial) -> float:
-        shape_port(t.active, "loss 100%")
+        shape_port(t.active, "loss 100%", ports)
         t.event(time.time(), "hautils: replication stalled")
         time.sleep(stall_s)
         return lab.power_off(t.active.name)

@@ -172,13 +172,38 @@ class Drbd:
                 pass
 
 
+# connection states on the way to a handshake (DRBD 8.4): wait for them to end
+_CONNECTING = {"Unconnected", "WFConnection", "WFReportParams", "Disconnecting", "NetworkFailure",
+               "BrokenPipe", "Timeout", "ProtocolError", "TearDown"}
+
+
 def rejoin(resources: list[Drbd], host, discard: bool = True, timeout: float = 600.0) -> list[DrbdState]:
     """:meth:`Drbd.rejoin` for several resources of one host at once: one command brings them
-    all up and connects them, and they resync side by side (in a UML guest every command costs)."""
+    all up and connects them, and they resync side by side (in a UML guest every command costs).
+
+    ``discard``: a resource whose handshake found diverged data (split brain: it ends
+    StandAlone) connects again, throwing away this node's side.  Only those: disconnecting a
+    resource that has connected already races DRBD's own teardown (a connect right after it
+    failed with "Local address(port) already in use" when a small resource had finished its
+    resync before the disconnect came)."""
     names = " ".join(r.name for r in resources)
-    host.run(f"modprobe drbd; drbdadm up {names} 2>/dev/null; drbdadm secondary {names}; "
-             f"drbdadm disconnect {names} 2>/dev/null; "
-             f"drbdadm {'-- --discard-my-data ' if discard else ''}connect {names}", timeout=120)
+    host.run(f"modprobe drbd; drbdadm up {names} 2>/dev/null; drbdadm secondary {names}", timeout=120)
+    deadline = time.monotonic() + min(timeout, 120.0)
+    retried: set[str] = set()
+    while discard:
+        text = host.run("cat /proc/drbd").stdout
+        states = {r.name: parse_proc_drbd(text, r.minor) for r in resources}
+        alone = [n for n, st in states.items() if st is not None and st.cs == "StandAlone" and n not in retried]
+        if alone:
+            host.run(f"drbdadm -- --discard-my-data connect {' '.join(alone)}", timeout=60)
+            retried.update(alone)
+            continue
+        if not any(st is None or st.cs in _CONNECTING for st in states.values()):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"DRBD {names} on {host.name}: no handshake with the peer after "
+                               f"{min(timeout, 120.0):.0f} s (is the peer up and connecting?):\n{text}")
+        time.sleep(0.2)
     return wait_healthy(resources, host, timeout)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import render
@@ -92,8 +94,10 @@ class Heartbeat:
     def start(self, timeout: float = 120) -> float:
         """Start heartbeat on both nodes; wait until the preferred node holds the resources."""
         t = time.time()
-        for h in self.hosts:
-            h.run("systemctl start heartbeat", timeout=120)
+        # both at once: a node that starts alone waits for its peer (initdead), and each start
+        # costs seconds in a UML guest
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            list(pool.map(lambda h: h.run("systemctl start heartbeat", timeout=120), self.hosts))
         # rscstatus: "all"/"local" = this node holds its own group ("foreign" = the peer's too)
         self.hosts[0].wait_for("cl_status rscstatus 2>/dev/null | grep -qxE 'all|local'", timeout=timeout)
         return time.time() - t
@@ -157,13 +161,20 @@ class Heartbeat:
 
 
 def fast_disk_script(vip: str, prefix: int = 24, iface: str = "eth0", resource: str = "r0",
-                     device: str = "/dev/drbd0", tid: int = 1, sync_writes: bool = True) -> str:
+                     device: str = "/dev/drbd0", tid: int = 1, sync_writes: bool = True,
+                     more_luns: Sequence[tuple[str, str, bool]] = ()) -> str:
     """The tuned variant's single resource script (``/etc/ha.d/resource.d/hadisk``).
 
     ``sync_writes=False`` keeps tgt's default write-back cache (see chapter 2: it loses
-    acknowledged writes at a power failure)."""
-    return render("hadisk.j2", vip=vip, prefix=prefix, iface=iface, resource=resource, device=device, tid=tid,
-                  sync_writes=sync_writes)
+    acknowledged writes at a power failure).  ``more_luns``: ``(resource, device, sync_writes)``
+    for LUN 2, 3, ...: more DRBD resources behind the same target, taken over together (chapter 2
+    puts a write-back LUN beside the write-through one, so that one fault tests both)."""
+    luns = [{"lun": 1, "resource": resource, "device": device, "sync_writes": sync_writes}]
+    luns += [{"lun": n, "resource": r, "device": d, "sync_writes": s}
+             for n, (r, d, s) in enumerate(more_luns, start=2)]
+    if len({l["resource"] for l in luns}) != len(luns) or len({l["device"] for l in luns}) != len(luns):
+        raise ValueError(f"hadisk: every LUN needs its own DRBD resource and device, got {luns}")
+    return render("hadisk.j2", vip=vip, prefix=prefix, iface=iface, tid=tid, luns=luns)
 
 
 def install_script(host, name: str, text: str) -> None:

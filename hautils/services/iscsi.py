@@ -78,6 +78,14 @@ class Target:
         return parse_lun_flags(self.show(host), lun)
 
 
+def attached_disk(session_p3: str, lun: int | None = None) -> str | None:
+    """The running disk in ``iscsiadm -m session -P 3`` output: the first one, or that of
+    ``lun`` (its ``Lun: N`` line is followed by ``Attached scsi disk sdX  State: running``)."""
+    where = r"Lun: %d\s+" % lun if lun is not None else ""
+    m = re.search(where + r"Attached scsi disk (\w+)\s+State: running", session_p3)
+    return f"/dev/{m[1]}" if m else None
+
+
 def parse_lun_flags(show: str, lun: int = 1) -> str | None:
     """"Backing store flags" of ``lun`` in ``tgtadm --op show --mode target`` output."""
     current = None
@@ -129,16 +137,18 @@ class Initiator:
         self.host.run(f"iscsiadm --mode node --targetname {self.iqn} --portal {self.portal} --logout",
                       check=False, timeout=60)
 
-    def device(self, timeout: float = 30) -> str:
-        """The SCSI disk of our session, from ``iscsiadm -m session -P 3``."""
+    def device(self, timeout: float = 30, lun: int | None = None) -> str:
+        """The SCSI disk of our session (of logical unit ``lun`` when the target has several),
+        from ``iscsiadm -m session -P 3``."""
         deadline = time.monotonic() + timeout
         while True:
             out = self.host.run("iscsiadm -m session -P 3", check=False).stdout
-            m = re.search(r"Attached scsi disk (\w+)\s+State: running", out)
-            if m:
-                return f"/dev/{m[1]}"
+            disk = attached_disk(out, lun)
+            if disk:
+                return disk
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.host.name}: no disk attached for {self.iqn} via {self.portal}:\n{out}")
+                what = "no disk" if lun is None else f"no disk for LUN {lun}"
+                raise TimeoutError(f"{self.host.name}: {what} attached for {self.iqn} via {self.portal}:\n{out}")
             time.sleep(0.5)
 
     def format_and_mount(self, device: str, mountpoint: str = "/mnt") -> str:
