@@ -154,6 +154,27 @@ def lab_ssh(name: str, host: str, command: tuple[str, ...]) -> None:
     os.execvp(args[0], args)
 
 
+@lab.command("inventory")
+@click.argument("name")
+def lab_inventory(name: str) -> None:
+    """Print an Ansible inventory (YAML) of lab NAME's VMs, reached through the lab's namespace:
+    for trying the own-machines backend and its playbook on the lab's own VMs.
+
+    Example: `hautils lab inventory storage > storage.yml`, then
+    `ansible -i storage.yml all -m ping` (as root)."""
+    import yaml
+
+    from .lab import Lab
+    from .lab.inventory import from_lab
+
+    try:
+        lab = Lab.attach(name)
+    except (LabError, TopologyError) as e:
+        _fail(e)
+    click.echo(f"# hautils lab inventory {name}: the {lab.topology.name} lab's VMs ({lab.topology.source})")
+    click.echo(yaml.safe_dump(from_lab(lab), sort_keys=False, default_flow_style=False).rstrip())
+
+
 @lab.command("down")
 @click.argument("name", required=False)
 @click.option("--all", "all_", is_flag=True, help="Remove every lab, and leftovers of crashed runs.")

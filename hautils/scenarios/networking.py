@@ -45,7 +45,7 @@ from typing import Any
 
 from .. import analysis, probes
 from ..experiment import Experiment, Trial
-from ..services.bonding import PRIMARY_MODES, Bond, bridge
+from ..services.bonding import PRIMARY_MODES, Bond, bridge, mode_number
 from ..services.keepalived import CONNTRACKD_CONF, VRRP_MARKS, holders, wait_master
 
 __all__ = ["bond_cable_pull", "bond_marks", "bond_throughput", "bond_setup", "bond_mode_pulls", "BRIDGED_PEER_MODES", "vrrp_power_failure", "conntrackd_session", "CONNTRACKD_MARKS",
@@ -276,7 +276,7 @@ def _bond_pair(lab, mode: str | int, *, host: str, peer: str, interval_ms: int, 
                timeout_s: float, **options: Any) -> tuple[Bond, Bond | None]:
     """:func:`bond_setup`, returning the peer's bond too (None when the peer bridges)."""
     host, peer = _host(lab, host, "host"), _host(lab, peer, "peer")
-    number = Bond(mode=mode, miimon=100).number
+    number = mode_number(mode)
     addr = {h: next((str(l.address) for l in lab.topology.hosts[h].links if l.address is not None), None)
             for h in (host, peer)}
     if None in addr.values():

@@ -340,3 +340,79 @@ def test_power_failure_right_after_up_keeps_the_host_key():
     finally:
         quick.down()
     assert leftovers("pair-quick") == []
+
+
+def test_preflight_finds_the_image_complete_and_names_a_blocked_module(lab):
+    """The own-machines backend's preflight against a real guest: the lab image has everything
+    the storage chapter needs; a module blocked in /etc/modprobe.d is the one row that fails."""
+    from dataclasses import replace
+
+    from hautils.lab import preflight
+
+    a = lab["alpha"]
+    spec = replace(lab.topology.hosts["alpha"], packages="storage")
+    found = preflight.check_host(a, spec)
+    assert all(f.ok for f in found), [f for f in found if not f.ok]
+    assert {"module drbd", "package drbd-utils", "address eth1"} <= {f.check for f in found}
+    loaded = a.run("cut -d' ' -f1 /proc/modules").stdout.split()
+    victim = next(m for m in ("drbd", "raid1", "iscsi_tcp") if m not in loaded)
+    a.run(f"echo 'install {victim} /bin/false' > /etc/modprobe.d/hautils-test.conf")
+    try:
+        bad = [f for f in preflight.check_host(a, spec) if not f.ok]
+    finally:
+        a.run("rm -f /etc/modprobe.d/hautils-test.conf")
+    assert [f.check for f in bad] == [f"module {victim}"], bad
+    assert f"install {victim} /bin/false" in bad[0].found and "/etc/modprobe.d" in bad[0].fix
+
+
+def test_a_cable_pulled_from_inside_comes_back_by_itself(lab):
+    """The own-machines backend's cable pull (``ip link set down`` with a replug timer armed
+    first), on a real guest: the link is dead, then back without anyone plugging it."""
+    from hautils.lab import remote
+    from hautils.lab.inventory import InventoryHost
+
+    a = lab["alpha"]
+
+    def answers() -> bool:  # (with the link down there is no route: ping fails at once)
+        return a.run("ping -n -c 1 -W 0.5 10.10.1.20", check=False, timeout=30).ok
+
+    t = remote.cable_pull(a, InventoryHost("alpha", "-", allow_destructive=True), "eth1", restore_after_s=3)
+    try:
+        assert not answers()
+        deadline = time.time() + 20
+        while not answers():
+            assert time.time() < deadline, "eth1 did not come back after its replug timer"
+            time.sleep(0.3)
+        assert time.time() - t >= 2.5
+    finally:
+        remote.cable_plug(a, "eth1")
+
+
+def test_an_exported_inventory_reaches_every_vm_through_the_namespace_proxy(lab, tmp_path):
+    """`hautils lab inventory` writes what the own-machines backend reads: each VM by its
+    management address behind a ProxyCommand into the lab's namespace.  The inventory parses,
+    matches the topology, and paramiko gets a shell through that very command."""
+    import yaml
+
+    from hautils.lab import inventory
+
+    out = subprocess.run([PY, "-m", "hautils.cli", "lab", "inventory", "pair"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "pair.yml"
+    path.write_text(out.stdout)
+    hosts = inventory.load(path).for_topology(lab.topology)
+    beta = hosts["beta"]
+    assert beta.proxy_command and "hautils.lab.nsproxy hal-pair %h %p" in beta.proxy_command
+    assert str(beta.links["eth0"]) == "192.168.103.20/24" and beta.allow_destructive
+    cmd = beta.proxy_command.replace("%h", beta.address).replace("%p", str(beta.port))
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(lab.workdir / "known_hosts"))
+    try:
+        client.connect(beta.address, port=beta.port, username=beta.user, key_filename=str(beta.key_file),
+                       sock=paramiko.ProxyCommand(cmd), allow_agent=False, look_for_keys=False, timeout=30)
+        _, stdout, _ = client.exec_command("hostname")
+        assert stdout.read().decode().strip() == "beta"
+    finally:
+        client.close()
+    assert yaml.safe_load(out.stdout)["all"]["vars"]["ansible_user"] == "root"

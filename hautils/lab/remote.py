@@ -1,0 +1,125 @@
+"""Faults on the user's own machines, each one undoing itself.
+
+On the lab's UML VMs a fault is done from outside (a SIGKILL, a tap detached from its bridge).
+On a learner's VMs the course has only SSH, so a fault is done from inside, and a fault done
+from inside can lock the user out: a NIC taken down may be the one SSH uses, a firewall rule may
+drop the notebook's own connection.  So every fault here first arms its own undo on the host, a
+systemd transient timer, and only then breaks something: if the notebook dies, the network
+still comes back.  And nothing runs on a host whose inventory entry lacks
+``allow_destructive: true`` (:meth:`~hautils.lab.inventory.InventoryHost.refuse_fault`).
+
+The functions build the commands (tested without a machine) and run them with ``host.run``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from .inventory import InventoryError, InventoryHost
+
+__all__ = ["cable_pull", "cable_plug", "cable_pull_command", "partition", "heal", "partition_command",
+           "power_off_command"]
+
+_IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+TABLE = "hautils_partition"
+
+
+def _unit(kind: str, name: str) -> str:
+    return f"hautils-{kind}-{re.sub(r'[^A-Za-z0-9]', '-', name)}"
+
+
+def cable_pull_command(iface: str, restore_after_s: float) -> str:
+    """Arm ``ip link set IFACE up`` in ``restore_after_s`` seconds (a transient timer), then take
+    the link down; prints the epoch time of the pull."""
+    if not _IFACE.match(iface):
+        raise ValueError(f"{iface!r} is not an interface name")
+    if not 1 <= restore_after_s <= 3600:
+        raise ValueError(f"restore_after_s={restore_after_s}: between 1 s and an hour (the link must come back)")
+    unit = _unit("replug", iface)
+    return (f"systemctl stop {unit}.timer 2>/dev/null; "
+            f"systemd-run --quiet --collect --unit={unit} --on-active={int(restore_after_s)}s "
+            f"/sbin/ip link set {iface} up && "
+            f"echo $EPOCHREALTIME && ip link set {iface} down")
+
+
+def cable_pull(host, inv: InventoryHost, iface: str, restore_after_s: float = 60) -> float:
+    """Take ``iface`` down on a user's machine; it comes back by itself after
+    ``restore_after_s`` (or at :func:`cable_plug`).  Returns the epoch time of the pull."""
+    inv.refuse_fault(f"a cable pull of {iface}")
+    out = host.run(cable_pull_command(iface, restore_after_s), timeout=60).stdout
+    return float(out.split()[0].replace(",", "."))
+
+
+def cable_plug(host, iface: str) -> float:
+    unit = _unit("replug", iface)
+    out = host.run(f"echo $EPOCHREALTIME; ip link set {shlex.quote(iface)} up; "
+                   f"systemctl stop {unit}.timer 2>/dev/null; true", timeout=60).stdout
+    return float(out.split()[0].replace(",", "."))
+
+
+def partition_command(peers: list[str], restore_after_s: float, keep: list[str] = ()) -> str:
+    """nftables rules dropping traffic to and from ``peers`` (addresses), armed to be deleted
+    after ``restore_after_s``; ``keep``: addresses never dropped (the notebook's own)."""
+    if not peers:
+        raise ValueError("a partition needs at least one peer address to cut off")
+    if not 1 <= restore_after_s <= 3600:
+        raise ValueError(f"restore_after_s={restore_after_s}: between 1 s and an hour")
+    for a in [*peers, *keep]:
+        if not re.fullmatch(r"[0-9.]+(/\d+)?", a):
+            raise ValueError(f"{a!r} is not an IPv4 address")
+    overlap = set(peers) & set(keep)
+    if overlap:
+        raise ValueError(f"{', '.join(sorted(overlap))} both cut off and kept")
+    unit = _unit("heal", TABLE)
+    s = ", ".join(peers)
+    rules = [f"add table inet {TABLE}", f"flush table inet {TABLE}",
+             f"add chain inet {TABLE} in {{ type filter hook input priority -10 ; }}",
+             f"add chain inet {TABLE} out {{ type filter hook output priority -10 ; }}"]
+    for a in keep:
+        rules += [f"add rule inet {TABLE} in ip saddr {a} accept", f"add rule inet {TABLE} out ip daddr {a} accept"]
+    rules += [f"add rule inet {TABLE} in ip saddr {{ {s} }} drop", f"add rule inet {TABLE} out ip daddr {{ {s} }} drop"]
+    script = "\n".join(rules)
+    return (f"systemctl stop {unit}.timer 2>/dev/null; "
+            f"systemd-run --quiet --collect --unit={unit} --on-active={int(restore_after_s)}s "
+            f"/usr/sbin/nft delete table inet {TABLE} && "
+            f"echo $EPOCHREALTIME && nft -f - <<'EOF'\n{script}\nEOF")
+
+
+def partition(host, inv: InventoryHost, peers: list[str], restore_after_s: float = 120,
+              keep: list[str] = ()) -> float:
+    inv.refuse_fault("a partition")
+    out = host.run(partition_command(peers, restore_after_s, keep), timeout=60).stdout
+    return float(out.split()[0].replace(",", "."))
+
+
+def heal(host) -> float:
+    unit = _unit("heal", TABLE)
+    out = host.run(f"echo $EPOCHREALTIME; nft delete table inet {TABLE} 2>/dev/null; "
+                   f"systemctl stop {unit}.timer 2>/dev/null; true", timeout=60).stdout
+    return float(out.split()[0].replace(",", "."))
+
+
+def power_off_command(inv: InventoryHost, action: str = "off") -> tuple[str, list[str]]:
+    """Where and what to run for ``action`` (``off`` or ``on``) with the host's power method:
+    ``("hypervisor:NAME", argv)`` for virsh (run on that machine), ``("local", argv)`` for the
+    fence agents (run where the notebook runs), ``("self", argv)`` for sysrq (the host crashes
+    and reboots itself: ``on`` is then a no-op, it comes back alone)."""
+    inv.refuse_fault("a power failure")
+    p = inv.power
+    if not p:
+        raise InventoryError(f"{inv.name}: no power method in the inventory: add power: {{method: virsh|ipmi|"
+                             "redfish|sysrq, ...}} to its host vars")
+    if action not in ("off", "on"):
+        raise ValueError(f"action must be 'off' or 'on', got {action!r}")
+    m = p["method"]
+    if m == "virsh":
+        return f"hypervisor:{p['hypervisor']}", ["virsh", "destroy" if action == "off" else "start", p["domain"]]
+    if m in ("ipmi", "redfish"):
+        agent = "fence_ipmilan" if m == "ipmi" else "fence_redfish"
+        argv = [agent, f"--ip={p['address']}", f"--username={p['username']}", f"--password={p['password']}",
+                f"--action={action}"]
+        return "local", argv + (["--lanplus"] if m == "ipmi" else ["--ssl-insecure"])
+    if action == "on":
+        return "self", ["true"]
+    return "self", ["sh", "-c", "echo 1 > /proc/sys/kernel/sysrq; echo b > /proc/sysrq-trigger"]
