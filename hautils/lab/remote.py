@@ -31,7 +31,12 @@ def _unit(kind: str, name: str) -> str:
 
 def cable_pull_command(iface: str, restore_after_s: float) -> str:
     """Arm ``ip link set IFACE up`` in ``restore_after_s`` seconds (a transient timer), then take
-    the link down; prints the epoch time of the pull."""
+    the link down; prints the epoch time of the pull.
+
+    The timer runs from when it was armed, not from the pull: on a slow guest (CI once: a UML VM
+    under load, a 3 s timer) it can fire before the link goes down, and the link then stays down
+    for good.  So after the pull the timer must still be waiting; if it is not, the link is put
+    back at once and the command fails (exit 3), naming the cause."""
     if not _IFACE.match(iface):
         raise ValueError(f"{iface!r} is not an interface name")
     if not 1 <= restore_after_s <= 3600:
@@ -40,7 +45,10 @@ def cable_pull_command(iface: str, restore_after_s: float) -> str:
     return (f"systemctl stop {unit}.timer 2>/dev/null; "
             f"systemd-run --quiet --collect --unit={unit} --on-active={int(restore_after_s)}s "
             f"/sbin/ip link set {iface} up && "
-            f"echo $EPOCHREALTIME && ip link set {iface} down")
+            f"echo $EPOCHREALTIME && ip link set {iface} down && "
+            f"{{ systemctl is-active --quiet {unit}.timer || {{ ip link set {iface} up; "
+            f"echo 'the replug timer fired before the pull: {iface} put back; give restore_after_s more time' >&2; "
+            f"exit 3; }}; }}")
 
 
 def cable_pull(host, inv: InventoryHost, iface: str, restore_after_s: float = 60) -> float:
