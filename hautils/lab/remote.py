@@ -33,7 +33,9 @@ def cable_pull_command(iface: str, restore_after_s: float) -> str:
     """Arm ``ip link set IFACE up`` in ``restore_after_s`` seconds (a transient timer), then take
     the link down; prints the epoch time of the pull.
 
-    The timer runs from when it was armed, not from the pull: on a slow guest (CI once: a UML VM
+    A systemd timer fires within ``AccuracySec`` of its time, one minute by default (timers are
+    coalesced to save wakeups): a replug due after 5 s came 30 s late in the lab, so the timer
+    asks for 100 ms.  The timer runs from when it was armed, not from the pull: on a slow guest (CI once: a UML VM
     under load, a 3 s timer) it can fire before the link goes down, and the link then stays down
     for good.  So after the pull the timer must still be waiting; if it is not, the link is put
     back at once and the command fails (exit 3), naming the cause."""
@@ -43,7 +45,7 @@ def cable_pull_command(iface: str, restore_after_s: float) -> str:
         raise ValueError(f"restore_after_s={restore_after_s}: between 1 s and an hour (the link must come back)")
     unit = _unit("replug", iface)
     return (f"systemctl stop {unit}.timer 2>/dev/null; "
-            f"systemd-run --quiet --collect --unit={unit} --on-active={int(restore_after_s)}s "
+            f"systemd-run --quiet --collect --unit={unit} --timer-property=AccuracySec=100ms --on-active={int(restore_after_s)}s "
             f"/sbin/ip link set {iface} up && "
             f"echo $EPOCHREALTIME && ip link set {iface} down && "
             f"{{ systemctl is-active --quiet {unit}.timer || {{ ip link set {iface} up; "
@@ -89,7 +91,7 @@ def partition_command(peers: list[str], restore_after_s: float, keep: list[str] 
     rules += [f"add rule inet {TABLE} in ip saddr {{ {s} }} drop", f"add rule inet {TABLE} out ip daddr {{ {s} }} drop"]
     script = "\n".join(rules)
     return (f"systemctl stop {unit}.timer 2>/dev/null; "
-            f"systemd-run --quiet --collect --unit={unit} --on-active={int(restore_after_s)}s "
+            f"systemd-run --quiet --collect --unit={unit} --timer-property=AccuracySec=100ms --on-active={int(restore_after_s)}s "
             f"/usr/sbin/nft delete table inet {TABLE} && "
             f"echo $EPOCHREALTIME && nft -f - <<'EOF'\n{script}\nEOF")
 
