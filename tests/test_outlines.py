@@ -69,3 +69,16 @@ def test_no_code_cell_is_repeated_as_markdown(nb):
     first = [i for i, c in enumerate(cs) if c["cell_type"] == "markdown"
              and re.match(r"(import |from \S+ import |# Papermill parameters)", source(c))]
     assert not first, f"{nb.name}: Markdown cells {first} start like code"
+
+
+@pytest.mark.parametrize("nb", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_a_notebook_names_no_path_of_the_machine_it_ran_on(nb):
+    """The book is published: a notebook executed to a scratch copy kept papermill's record of
+    that copy (/work/..., /tmp/...).  Paths in a committed notebook are the repository's."""
+    text = nb.read_text()
+    leaks = sorted(set(re.findall(r'"(/(?:work|tmp|home|root)/[^"]*)"', text)))
+    assert not leaks, f"{nb.relative_to(ROOT)} names paths of this machine: {leaks[:5]}"
+    pm = json.loads(text).get("metadata", {}).get("papermill", {})
+    rel = str(nb.relative_to(ROOT))
+    assert pm.get("input_path", rel) == rel and pm.get("output_path", rel) == rel, (pm.get("input_path"),
+                                                                                    pm.get("output_path"))
