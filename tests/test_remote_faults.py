@@ -50,13 +50,15 @@ def test_every_fault_is_refused_without_allow_destructive():
 
 
 def test_a_partition_keeps_the_notebooks_address_and_expires():
-    cmd = remote.partition_command(["192.168.103.91", "192.168.103.93"], 120, keep=["192.168.103.1"])
-    assert cmd.index("systemd-run") < cmd.index("nft -f -")
-    assert "--on-active=120s /usr/sbin/nft delete table inet hautils_partition" in cmd
+    cmd = remote.partition_command(["192.168.103.91", "192.168.103.93"], 120, keep=("192.168.103.1",))
+    arm = cmd.index("systemd-run")
+    assert arm < cmd.index("-j DROP") and "--on-active=120s /bin/sh -c" in cmd
     assert "--timer-property=AccuracySec=100ms" in cmd
-    assert cmd.index("ip saddr 192.168.103.1 accept") < cmd.index("ip saddr { 192.168.103.91, 192.168.103.93 } drop")
+    assert "-D INPUT -j HAUTILS-CUT" in cmd[arm:cmd.index("echo $EPOCHREALTIME")]  # the undo is what is armed
+    assert cmd.index("-s 192.168.103.1 -j RETURN") < cmd.index("-s 192.168.103.91 -j DROP")
+    assert "-d 192.168.103.93 -j DROP" in cmd and cmd.count("-I ") == 2  # INPUT and OUTPUT
     with pytest.raises(ValueError, match="both cut off and kept"):
-        remote.partition_command(["10.0.0.1"], 10, keep=["10.0.0.1"])
+        remote.partition_command(["10.0.0.1"], 10, keep=("10.0.0.1",))
     with pytest.raises(ValueError, match="not an IPv4 address"):
         remote.partition_command(["10.0.0.1; reboot"], 10)
 

@@ -22,7 +22,7 @@ __all__ = ["cable_pull", "cable_plug", "cable_pull_command", "partition", "heal"
            "power_off_command"]
 
 _IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-TABLE = "hautils_partition"
+CHAIN = "HAUTILS-CUT"
 
 
 def _unit(kind: str, name: str) -> str:
@@ -68,9 +68,13 @@ def cable_plug(host, iface: str) -> float:
     return float(out.split()[0].replace(",", "."))
 
 
-def partition_command(peers: list[str], restore_after_s: float, keep: list[str] = ()) -> str:
-    """nftables rules dropping traffic to and from ``peers`` (addresses), armed to be deleted
-    after ``restore_after_s``; ``keep``: addresses never dropped (the notebook's own)."""
+def partition_command(peers: list[str], restore_after_s: float, keep: tuple[str, ...] = ()) -> str:
+    """Firewall rules dropping traffic to and from ``peers`` (addresses), armed to be removed
+    after ``restore_after_s``; ``keep``: addresses never dropped (the notebook's own).
+
+    x_tables (``iptables-legacy`` where the system has it, else ``iptables``), not nftables: the
+    lab's UML kernel has no nftables for IPv4 (a first version here failed there with "Operation
+    not supported"), and legacy rules work beside a machine's own nftables firewall."""
     if not peers:
         raise ValueError("a partition needs at least one peer address to cut off")
     if not 1 <= restore_after_s <= 3600:
@@ -81,31 +85,32 @@ def partition_command(peers: list[str], restore_after_s: float, keep: list[str] 
     overlap = set(peers) & set(keep)
     if overlap:
         raise ValueError(f"{', '.join(sorted(overlap))} both cut off and kept")
-    unit = _unit("heal", TABLE)
-    s = ", ".join(peers)
-    rules = [f"add table inet {TABLE}", f"flush table inet {TABLE}",
-             f"add chain inet {TABLE} in {{ type filter hook input priority -10 ; }}",
-             f"add chain inet {TABLE} out {{ type filter hook output priority -10 ; }}"]
-    for a in keep:
-        rules += [f"add rule inet {TABLE} in ip saddr {a} accept", f"add rule inet {TABLE} out ip daddr {a} accept"]
-    rules += [f"add rule inet {TABLE} in ip saddr {{ {s} }} drop", f"add rule inet {TABLE} out ip daddr {{ {s} }} drop"]
-    script = "\n".join(rules)
-    return (f"systemctl stop {unit}.timer 2>/dev/null; "
-            f"systemd-run --quiet --collect --unit={unit} --timer-property=AccuracySec=100ms --on-active={int(restore_after_s)}s "
-            f"/usr/sbin/nft delete table inet {TABLE} && "
-            f"echo $EPOCHREALTIME && nft -f - <<'EOF'\n{script}\nEOF")
+    unit = _unit("heal", CHAIN)
+    rules = [f"$IPT -N {CHAIN} 2>/dev/null || $IPT -F {CHAIN}"]
+    rules += [f"$IPT -A {CHAIN} -{d} {a} -j RETURN" for a in keep for d in "sd"]
+    rules += [f"$IPT -A {CHAIN} -{d} {a} -j DROP" for a in peers for d in "sd"]
+    rules += [f"$IPT -C {c} -j {CHAIN} 2>/dev/null || $IPT -I {c} -j {CHAIN}" for c in ("INPUT", "OUTPUT")]
+    return (f"IPT=$(command -v iptables-legacy || command -v iptables); systemctl stop {unit}.timer 2>/dev/null; "
+            f"systemd-run --quiet --collect --unit={unit} --timer-property=AccuracySec=100ms "
+            f"--on-active={int(restore_after_s)}s /bin/sh -c {shlex.quote(_undo_partition('$(command -v iptables-legacy || command -v iptables)'))} && "
+            "echo $EPOCHREALTIME && " + " && ".join(f"{{ {r}; }}" for r in rules))
+
+
+def _undo_partition(ipt: str) -> str:
+    return (f"IPT={ipt}; $IPT -D INPUT -j {CHAIN} 2>/dev/null; $IPT -D OUTPUT -j {CHAIN} 2>/dev/null; "
+            f"$IPT -F {CHAIN} 2>/dev/null; $IPT -X {CHAIN} 2>/dev/null; true")
 
 
 def partition(host, inv: InventoryHost, peers: list[str], restore_after_s: float = 120,
-              keep: list[str] = ()) -> float:
+              keep: tuple[str, ...] = ()) -> float:
     inv.refuse_fault("a partition")
     out = host.run(partition_command(peers, restore_after_s, keep), timeout=60).stdout
     return float(out.split()[0].replace(",", "."))
 
 
 def heal(host) -> float:
-    unit = _unit("heal", TABLE)
-    out = host.run(f"echo $EPOCHREALTIME; nft delete table inet {TABLE} 2>/dev/null; "
+    unit = _unit("heal", CHAIN)
+    out = host.run(f"echo $EPOCHREALTIME; {_undo_partition('$(command -v iptables-legacy || command -v iptables)')}; "
                    f"systemctl stop {unit}.timer 2>/dev/null; true", timeout=60).stdout
     return float(out.split()[0].replace(",", "."))
 

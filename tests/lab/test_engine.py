@@ -424,3 +424,33 @@ def test_an_exported_inventory_reaches_every_vm_through_the_namespace_proxy(lab,
     finally:
         client.close()
     assert yaml.safe_load(out.stdout)["all"]["vars"]["ansible_user"] == "root"
+
+
+def test_a_partition_made_from_inside_heals_by_itself_and_keeps_the_notebook(lab):
+    """The own-machines backend's partition (iptables, a heal timer armed first), on a real
+    guest: beta's lab addresses are cut off, the management network is kept, and the table is
+    gone again when its timer fires; heal() ends it at once."""
+    from hautils.lab import remote
+    from hautils.lab.inventory import InventoryHost
+
+    a = lab["alpha"]
+    inv = InventoryHost("alpha", "-", allow_destructive=True)
+
+    def answers() -> bool:
+        return a.run("ping -n -c 1 -W 0.5 10.10.1.20", check=False, timeout=30).ok
+
+    t = remote.partition(a, inv, ["192.168.103.20", "10.10.1.20"], restore_after_s=5,
+                         keep=[str(lab.topology.mgmt_gateway.ip)])
+    try:
+        assert not answers() and pings(a, "192.168.103.20") == 0
+        a.run("true")  # the notebook still reaches the host
+        while not answers():
+            assert time.time() < t + 8, a.run("iptables-legacy -S; systemctl list-timers --all --no-pager", check=False).stdout
+            time.sleep(0.3)
+        assert "HAUTILS-CUT" not in a.run("iptables-legacy -S").stdout
+        remote.partition(a, inv, ["10.10.1.20"], restore_after_s=60)
+        assert not answers()
+        remote.heal(a)
+        assert answers() and "hautils" not in a.run("systemctl list-timers --all --no-pager", check=False).stdout
+    finally:
+        remote.heal(a)
