@@ -2,6 +2,7 @@
 
 import pytest
 
+from hautils.errors import LabError
 from hautils.services import raid
 from hautils.services.drbd import Drbd, parse_proc_drbd
 from hautils.services.heartbeat import Heartbeat, fast_disk_script
@@ -267,6 +268,10 @@ def test_a_rejoin_reconnects_only_what_split_and_never_disconnects_a_connected_r
     drbd_mod.rejoin([r0, r1], h, timeout=5)
     assert not any("disconnect" in c for c in h.cmds)
     assert [c for c in h.cmds if "discard-my-data" in c] == ["drbdadm -- --discard-my-data connect r0"]
+    # refused again after the discard: named at once, not a 600 s wait for a sync
+    h = Host([_proc(r0="StandAlone", r1="Connected"), _proc(r0="StandAlone", r1="Connected")])
+    with pytest.raises(LabError, match="DRBD r0 on iscsi-server1 stays StandAlone after a connect with"):
+        drbd_mod.rejoin([r0, r1], h, timeout=5)
     # a peer that never answers: the error names the resources and the host
     h = Host([_proc(r0="WFConnection", r1="WFConnection")])
     drbd_mod.time, real = type("T", (), {"monotonic": staticmethod(iter(range(0, 10**6, 100)).__next__),

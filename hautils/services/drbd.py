@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from ..errors import CommandError
+from ..errors import CommandError, LabError
 from . import render
 
 PROTOCOLS = {
@@ -194,6 +194,11 @@ def rejoin(resources: list[Drbd], host, discard: bool = True, timeout: float = 6
         text = host.run("cat /proc/drbd").stdout
         states = {r.name: parse_proc_drbd(text, r.minor) for r in resources}
         alone = [n for n, st in states.items() if st is not None and st.cs == "StandAlone" and n not in retried]
+        again = [n for n, st in states.items() if st is not None and st.cs == "StandAlone" and n in retried]
+        if again:  # refused even with this node's data discarded: the peer split too
+            raise LabError(f"DRBD {' '.join(again)} on {host.name} stays StandAlone after a connect with "
+                           "--discard-my-data: the peer refuses it too (split brain on both sides?); run "
+                           f"`drbdadm connect {' '.join(again)}` on the peer:\n{text}")
         if alone:
             host.run(f"drbdadm -- --discard-my-data connect {' '.join(alone)}", timeout=60)
             retried.update(alone)
