@@ -105,14 +105,18 @@ def lost_writes(host: Callable[[Trial], Any] | None = None, probe: str | None = 
     that are missing or corrupt.  Adds ``acked``, ``lost_acked`` and ``rpo_s`` to the row."""
 
     def verify(t: Trial) -> dict[str, Any]:
-        p = t.probes[probe] if probe else t.probe
-        log = t.logs[probe] if probe else t.log
-        v = p.verify(host=host(t) if host else None, **verify_kw)
-        loss = analysis.lost_writes(log, v["present"], v["corrupt"])
-        t.loss = loss
+        loss = t.loss = read_back(t, probe, host(t) if host else None, **verify_kw)
         return {"acked": loss.acked, "lost_acked": loss.lost_acked, "rpo_s": loss.rpo_s}
 
     return verify
+
+
+def read_back(t: Trial, probe: str | None = None, host: Any = None, **verify_kw: Any) -> analysis.WriteLoss:
+    """One write probe's records read back (on its host, or ``host``) against its log: what
+    :func:`lost_writes` records, for a scenario that reads several probes itself."""
+    p = t.probes[probe] if probe else t.probe
+    v = p.verify(host=host, **verify_kw)
+    return analysis.lost_writes(t.logs[probe] if probe else t.log, v["present"], v["corrupt"])
 
 
 def _each(fn: Callable[[Any], None], items: Iterable[Any]) -> None:

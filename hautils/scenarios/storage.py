@@ -17,8 +17,8 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import analysis, overhead, probes
-from ..experiment import Experiment, Trial, lost_writes
+from .. import overhead, probes
+from ..experiment import Experiment, Trial, lost_writes, read_back
 from ..services.drbd import rejoin as drbd_rejoin
 from ..services.drbd import wait_healthy as drbd_wait_healthy
 from ..services.iscsi import parse_lun_flags
@@ -113,13 +113,8 @@ def _every_probe_read_back(t: Trial) -> dict:
     each read-back is a Python process in a slow guest); the first probe's figures as ``acked``,
     ``lost_acked``, ``rpo_s``, the others' prefixed with their name."""
     names = list(t.probes)
-
-    def one(name: str):
-        v = t.probes[name].verify()
-        return analysis.lost_writes(t.logs[name], v["present"], v["corrupt"])
-
     with ThreadPoolExecutor(len(names)) as pool:
-        t.losses = dict(zip(names, pool.map(one, names)))
+        t.losses = dict(zip(names, pool.map(lambda name: read_back(t, name), names)))
     t.loss = t.losses[names[0]]
     row = {}
     for i, name in enumerate(names):
