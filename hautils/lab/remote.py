@@ -38,7 +38,12 @@ def cable_pull_command(iface: str, restore_after_s: float) -> str:
     asks for 100 ms.  The timer runs from when it was armed, not from the pull: on a slow guest (CI once: a UML VM
     under load, a 3 s timer) it can fire before the link goes down, and the link then stays down
     for good.  So after the pull the timer must still be waiting; if it is not, the link is put
-    back at once and the command fails (exit 3), naming the cause."""
+    back at once and the command fails (exit 3), naming the cause.
+
+    "Still waiting" is the timer's sub-state ``waiting``, not ``systemctl is-active``: a timer is
+    also *active* while the service it started runs (sub-state ``running``), and that service may
+    already have put the link up before the pull took it down again; the sub-state tells the two
+    apart."""
     if not _IFACE.match(iface):
         raise ValueError(f"{iface!r} is not an interface name")
     if not 1 <= restore_after_s <= 3600:
@@ -48,7 +53,7 @@ def cable_pull_command(iface: str, restore_after_s: float) -> str:
             f"systemd-run --quiet --collect --unit={unit} --timer-property=AccuracySec=100ms --on-active={int(restore_after_s)}s "
             f"/sbin/ip link set {iface} up && "
             f"echo $EPOCHREALTIME && ip link set {iface} down && "
-            f"{{ systemctl is-active --quiet {unit}.timer || {{ ip link set {iface} up; "
+            f"{{ {_still_waiting(unit)} || {{ ip link set {iface} up; "
             f"echo 'the replug timer fired before the pull: {iface} put back; give restore_after_s more time' >&2; "
             f"exit 3; }}; }}")
 
@@ -59,6 +64,11 @@ def cable_pull(host, inv: InventoryHost, iface: str, restore_after_s: float = 60
     inv.refuse_fault(f"a cable pull of {iface}")
     out = host.run(cable_pull_command(iface, restore_after_s), timeout=60).stdout
     return float(out.split()[0].replace(",", "."))
+
+
+def _still_waiting(unit: str) -> str:
+    """Shell test: the undo timer ``unit`` has not fired yet (see :func:`cable_pull_command`)."""
+    return f'[ "$(systemctl show --property=SubState --value {unit}.timer)" = waiting ]'
 
 
 def cable_plug(host, iface: str) -> float:
@@ -74,7 +84,9 @@ def partition_command(peers: list[str], restore_after_s: float, keep: tuple[str,
 
     x_tables (``iptables-legacy`` where the system has it, else ``iptables``), not nftables: the
     lab's UML kernel has no nftables for IPv4 (a first version here failed there with "Operation
-    not supported"), and legacy rules work beside a machine's own nftables firewall."""
+    not supported"), and legacy rules work beside a machine's own nftables firewall.  As with a
+    cable pull, a heal timer that fired before the rules were in place would leave the partition
+    for good: it is checked after, and the rules removed at once (exit 3)."""
     if not peers:
         raise ValueError("a partition needs at least one peer address to cut off")
     if not 1 <= restore_after_s <= 3600:
@@ -93,7 +105,10 @@ def partition_command(peers: list[str], restore_after_s: float, keep: tuple[str,
     return (f"IPT=$(command -v iptables-legacy || command -v iptables); systemctl stop {unit}.timer 2>/dev/null; "
             f"systemd-run --quiet --collect --unit={unit} --timer-property=AccuracySec=100ms "
             f"--on-active={int(restore_after_s)}s /bin/sh -c {shlex.quote(_undo_partition('$(command -v iptables-legacy || command -v iptables)'))} && "
-            "echo $EPOCHREALTIME && " + " && ".join(f"{{ {r}; }}" for r in rules))
+            "echo $EPOCHREALTIME && " + " && ".join(f"{{ {r}; }}" for r in rules)
+            + f" && {{ {_still_waiting(unit)} || {{ {_undo_partition('$IPT')}; "
+            "echo 'the heal timer fired before the partition was in place: rules removed; give restore_after_s "
+            "more time' >&2; exit 3; }; }")
 
 
 def _undo_partition(ipt: str) -> str:

@@ -390,9 +390,15 @@ def test_a_cable_pulled_from_inside_comes_back_by_itself(lab):
         assert time.time() - t >= 4
     finally:
         remote.cable_plug(a, "eth1")
-    # a timer too short to outlast the pull on this guest is caught, and the link put back
+    # a timer that fired before the pull (here: 1 ms, and a second's wait before pulling) is
+    # caught, and the link put back.  Without the wait this was a race of its own: a 1 ms timer
+    # with AccuracySec=100ms fired before the pull in 3 of 20 tries in the lab and after it in 17,
+    # sometimes after the check too (CI once: "DID NOT RAISE"); results/studies/replug-race-20261204.txt
+    late = remote.cable_pull_command("eth1", 1).replace("--on-active=1s", "--on-active=1ms")
+    late = late.replace("echo $EPOCHREALTIME && ip link set eth1 down", "sleep 1 && echo $EPOCHREALTIME && ip link set eth1 down")
+    assert "sleep 1 &&" in late
     with pytest.raises(CommandError, match="replug timer fired before the pull"):
-        a.run(remote.cable_pull_command("eth1", 1).replace("--on-active=1s", "--on-active=1ms"))
+        a.run(late)
     assert answers()
 
 
@@ -452,5 +458,12 @@ def test_a_partition_made_from_inside_heals_by_itself_and_keeps_the_notebook(lab
         assert not answers()
         remote.heal(a)
         assert answers() and "hautils" not in a.run("systemctl list-timers --all --no-pager", check=False).stdout
+        # a heal timer that fired before the rules were in is caught, and the rules removed
+        late = remote.partition_command(["10.10.1.20"], 1).replace("--on-active=1s", "--on-active=1ms")
+        late = late.replace("echo $EPOCHREALTIME &&", "sleep 1 && echo $EPOCHREALTIME &&")
+        assert "sleep 1 &&" in late
+        with pytest.raises(CommandError, match="heal timer fired before the partition"):
+            a.run(late)
+        assert answers() and "HAUTILS-CUT" not in a.run("iptables-legacy -S").stdout
     finally:
         remote.heal(a)
