@@ -18,7 +18,7 @@ from hautils import topology
 from hautils.errors import CommandError
 from hautils.services import frr as frr_mod
 from hautils.services import render
-from hautils.services.frr import CONF, DAEMONS, OPTIONAL_DAEMONS, Frr
+from hautils.services.frr import CONF, DAEMONS, OPTIONAL_DAEMONS, READY_SCRIPT, READY_UNIT, Frr
 from hautils.ssh import Result
 
 ROUTING = Path(__file__).resolve().parents[1] / "labs" / "routing.yaml"
@@ -211,12 +211,114 @@ def test_max_metric_on_startup(topo):
     assert "max-metric router-lsa on-startup 30" in ospf
 
 
+def test_stub_until_routed_starts_as_a_stub_router(topo):
+    ospf = blocks(Frr(topo, stub_until_routed=True).config("patha"))["router ospf"]
+    assert "max-metric router-lsa administrative" in ospf and not any("on-startup" in x for x in ospf)
+    with pytest.raises(ValueError, match="stub_until_routed and max_metric_on_startup both set"):
+        Frr(topo, stub_until_routed=True, max_metric_on_startup=12)
+
+
+def test_expected_routes_are_the_next_routers_towards_each_network(topo):
+    """From Figure 3.3: each path router reaches the far networks through the end router on that
+    side; the end routers reach each other's networks through both paths (ECMP)."""
+    f = Frr(topo)
+    assert f.expected_routes("patha") == {"10.10.10.0/24": ["10.10.11.2"], "10.10.13.0/24": ["10.10.11.2"],
+                                          "10.10.14.0/24": ["10.10.12.2"], "10.10.15.0/24": ["10.10.12.2"]}
+    assert f.expected_routes("pathb") == {"10.10.10.0/24": ["10.10.13.2"], "10.10.11.0/24": ["10.10.13.2"],
+                                          "10.10.12.0/24": ["10.10.14.2"], "10.10.15.0/24": ["10.10.14.2"]}
+    assert f.expected_routes("router1") == {"10.10.12.0/24": ["10.10.11.1"], "10.10.14.0/24": ["10.10.13.1"],
+                                            "10.10.15.0/24": ["10.10.11.1", "10.10.13.1"]}
+    assert f.expected_routes("router2")["10.10.10.0/24"] == ["10.10.12.1", "10.10.14.1"]
+    # detours: while router2 is a stub router too, patha reaches the pathB-router2 link through
+    # router1 (no farther from it); towards host1's and host2's networks there is no detour
+    d = f.expected_routes("patha", detours=True)
+    assert d["10.10.14.0/24"] == ["10.10.11.2", "10.10.12.2"] and d["10.10.15.0/24"] == ["10.10.12.2"]
+    assert d["10.10.10.0/24"] == ["10.10.11.2"]
+
+
+def _fake_tools(tmp_path, routes_json: list[str]):
+    """``ip`` answering each call with the next of ``routes_json`` (the last one repeats), and a
+    ``vtysh`` that logs its arguments: the ready script runs against them."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for i, text in enumerate(routes_json):
+        (tmp_path / f"routes{i}").write_text(text)
+    (bin_ / "ip").write_text(f"""#!/bin/sh
+n=$(cat {tmp_path}/n 2>/dev/null || echo 0); f={tmp_path}/routes$n
+[ -f $f ] && echo $((n+1)) > {tmp_path}/n || f={tmp_path}/routes{len(routes_json) - 1}
+cat $f
+""")
+    (bin_ / "vtysh").write_text(f'#!/bin/sh\nprintf "%s|" "$@" > {tmp_path}/vtysh\n')
+    for x in bin_.iterdir():
+        x.chmod(0o755)
+    return bin_
+
+
+def test_the_ready_script_lifts_the_stub_only_when_every_route_is_as_expected(topo, tmp_path):
+    """The script that runs in the guest, run here against a fake ``ip``: a route missing, then
+    one through the wrong neighbour (a restarted router's loop), then all as expected."""
+    import os
+    import subprocess
+    import sys
+
+    f = Frr(topo, stub_until_routed=True)
+    script = tmp_path / "ready.py"
+    script.write_text(f.ready_script("patha"))
+    want = f.expected_routes("patha")
+    good = [{"dst": net, "gateway": hops[0]} for net, hops in want.items()] + [{"dst": "10.10.11.0/24"}]
+    # a detour (another router still a stub) is fine: 10.10.14.0/24 through router1
+    good = [dict(r, gateway="10.10.11.2") if r["dst"] == "10.10.14.0/24" else r for r in good]
+    loop = [dict(r, gateway="10.10.11.2") if r["dst"] == "10.10.15.0/24" else r for r in good]
+    bin_ = _fake_tools(tmp_path, [json.dumps(good[1:]), json.dumps(loop), json.dumps(good)])
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "n").read_text().strip() == "3"  # asked three times: lifted on the third answer only
+    assert (tmp_path / "vtysh").read_text() == "-c|configure terminal|-c|router ospf|-c|no max-metric router-lsa administrative|"
+    assert "max-metric lifted" in out.stdout
+
+
+def test_the_ready_script_stays_a_stub_and_fails_naming_the_route(topo, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    f = Frr(topo, stub_until_routed=True)
+    text = f.ready_script("patha").replace("TIMEOUT_S = 300", "TIMEOUT_S = 0.3")
+    script = tmp_path / "ready.py"
+    script.write_text(text)
+    bin_ = _fake_tools(tmp_path, ["[]"])
+    out = subprocess.run([sys.executable, str(script)], env={**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}"},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and not (tmp_path / "vtysh").exists()
+    assert "still a stub router after 0.3 s" in out.stderr and "10.10.15.0/24 via 10.10.12.2 (kernel: no route)" in out.stderr
+
+
+def test_converged_waits_for_the_stub_to_be_lifted(topo):
+    full = {"192.168.103.92": "Full/Backup", "192.168.103.98": "Full/DR"}
+
+    class Gate(StateHost):
+        state = "running"
+
+        def run(self, command, check=True, timeout=60.0):
+            if "SubState" in command:
+                return Result(self.name, command, 0, self.state + "\n", "", 0.0)
+            return super().run(command, check, timeout)
+
+    h = Gate("router1", full, ALL_NETS)
+    f = Frr(topo, stub_until_routed=True)
+    assert f.converged(h) == [f"router1: still a stub router ({READY_UNIT} running)"]
+    h.state = "exited"
+    assert f.converged(h) == []
+
+
 @pytest.mark.parametrize("kw, needle", [
     ({"hello_multiplier": 1}, "hello_multiplier=1"),
     ({"hello_multiplier": 21}, "hello_multiplier=21"),
     ({"dead_interval": 1}, "dead_interval=1 must be longer than hello_interval=1"),
     ({"hello_interval": 0}, "hello_interval=0"),
     ({"max_metric_on_startup": 4}, "max_metric_on_startup=4"),
+    ({"stub_until_routed": True, "stub_timeout_s": 5}, "stub_timeout_s=5"),
     ({"bfd": True, "bfd_profile": "two words"}, "bfd_profile='two words'"),
     ({"bfd": True, "bfd_receive_ms": 5}, "bfd_receive_ms=5"),
     ({"bfd": True, "bfd_detect_multiplier": 0}, "bfd_detect_multiplier=0"),
@@ -260,7 +362,7 @@ def captured(monkeypatch, call) -> tuple[str, dict]:
     return seen["template"], seen["values"]
 
 
-@pytest.mark.parametrize("which", ["config", "daemons"])
+@pytest.mark.parametrize("which", ["config", "daemons", "ready_script"])
 def test_a_missing_template_variable_is_an_error(topo, monkeypatch, which):
     # every option on, so that every variable of the template is reached
     f = Frr(topo, bfd=True, max_metric_on_startup=30)
@@ -299,7 +401,22 @@ def test_install_writes_both_files_then_checks_with_vtysh(topo):
     f, h = Frr(topo, bfd=True), FakeHost("patha")
     f.install(h)
     assert h.puts == [(DAEMONS, f.daemons("patha"), 0o640), (CONF, f.config("patha"), 0o640)]
-    assert h.runs == [f"chown frr:frr {DAEMONS} {CONF} && sync", "vtysh -C -f /etc/frr/frr.conf"]
+    assert h.runs[0].startswith(f"chown frr:frr {DAEMONS} {CONF} && ") and h.runs[0].endswith(" && sync")
+    # no stub-router gate in this configuration: one left by an earlier deploy is removed
+    assert f"systemctl disable --quiet --now {READY_UNIT}" in h.runs[0] and f"rm -f /etc/systemd/system/{READY_UNIT}" in h.runs[0]
+    assert h.runs[1:] == ["vtysh -C -f /etc/frr/frr.conf"]
+
+
+def test_install_of_the_stub_gate_writes_and_enables_it(topo):
+    f, h = Frr(topo, stub_until_routed=True), FakeHost("pathb")
+    f.install(h)
+    files = {p: (d, m) for p, d, m in h.puts}
+    assert files[READY_SCRIPT] == (f.ready_script("pathb"), 0o755)
+    unit = files[f"/etc/systemd/system/{READY_UNIT}"][0]
+    # started whenever FRR starts, stopped and restarted with it, after it (config loaded)
+    assert "WantedBy=frr.service" in unit and "PartOf=frr.service" in unit and "After=frr.service" in unit
+    assert "RemainAfterExit=yes" in unit  # "exited" = lifted, for converged()
+    assert f"systemctl daemon-reload && systemctl enable --quiet {READY_UNIT}" in h.runs[0]
 
 
 @pytest.mark.parametrize("answer", [

@@ -577,6 +577,8 @@ OSPF_FLOW = {"client": "host1", "client_ip": "10.10.10.2", "target": "10.10.15.2
 #: (InactivityTimer)`` (FRR 8.4.4 in the lab).
 ADJ_DOWN = r"AdjChg: Nbr \S+ .*?: Full -> (Deleted|Init|Down|ExStart)"
 ADJ_FULL = r"AdjChg: Nbr \S+ .*?: \S+ -> Full"
+#: what hautils-ospf-ready logs when it lifts the max-metric (hautils.services.frr, stub_until_routed)
+STUB_LIFTED = re.compile(r"after ([0-9.]+) s: max-metric lifted")
 #: The paper's failure test, in its order: (results id, action, which path router).
 OSPF_SEQUENCE = (("ospf-stop-pathA", "stop", "first"), ("ospf-start-pathA", "start", "first"),
                  ("ospf-stop-pathB", "stop", "second"), ("ospf-start-pathB", "start", "second"))
@@ -708,7 +710,8 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
     ``after_boot(host)``: what the router needs after a power failure besides FRR (a runtime
     sysctl such as ``rp_filter`` is lost with the reboot).
     Row: ``action``, ``router``, ``path out``, ``path back``, ``on path`` (the flow crossed the
-    router before the event), ``path out after``, ``path back after``, ``downtime_s``,
+    router before the event), ``path out after``, ``path back after``, ``stub router for (s)``
+    (a start with ``frr.stub_until_routed``: when the router lifted its max-metric), ``downtime_s``,
     ``lost_probes``, ``stalls_s``, and the phases from the end routers' ospfd logs
     (:func:`ospf_marks`)."""
     marks = ospf_marks(action)
@@ -804,6 +807,11 @@ def ospf_event(lab, router: str, action: str, *, frr=None, hz: float = 100, flow
     def during(t: Trial) -> None:
         path = flow_path(lab, **{**f, "client_ip": t.src})
         t.row.update({"path out after": path["out"], "path back after": path["back"]})
+        if action == "start" and getattr(frr, "stub_until_routed", False):
+            # hautils-ospf-ready's own account: how long the started router stayed a stub router
+            lines = lab[router].journal(since=t.fault_time - 1, identifier="hautils-ospf-ready")
+            found = [float(m.group(1)) for line in lines if (m := STUB_LIFTED.search(line.message))]
+            t.row["stub router for (s)"] = found[-1] if found else None
 
     def restore_(t: Trial) -> None:
         if action == "start" or (action == "stop" and not restore):

@@ -36,7 +36,9 @@ own eth0 address.
 
 Options the chapter varies (defaults = the paper): ``dead_interval`` (seconds instead of
 "minimal"), ``max_metric_on_startup`` (RFC 3137 stub router for N s after ospfd starts, so a
-returning path router is not used before it has all routes) and ``bfd`` (FRR's ``bfdd``: a
+returning path router is not used before it has all routes), ``stub_until_routed`` (the same,
+held until the router's kernel has its routes: a small service, hautils-ospf-ready, lifts it;
+see :meth:`Frr.expected_routes`) and ``bfd`` (FRR's ``bfdd``: a
 neighbour is declared dead after ``bfd_detect_multiplier`` missed packets).  Syntax from FRR's
 own user documentation: doc/user/ospfd.rst (``ip ospf dead-interval minimal hello-multiplier
 (2-20)``, ``max-metric router-lsa [on-startup|on-shutdown] (5-86400)``, ``network A.B.C.D/M
@@ -69,6 +71,8 @@ from ..topology import MGMT_IFACE, Topology, load
 from . import render
 
 DAEMONS = "/etc/frr/daemons"
+READY_UNIT = "hautils-ospf-ready.service"
+READY_SCRIPT = "/usr/local/sbin/hautils-ospf-ready"
 CONF = "/etc/frr/frr.conf"
 CHECK = f"vtysh -C -f {CONF}"  # FRR's own dry run: parses the file as vtysh would load it
 #: what vtysh prints for a line it rejects ("line 12: % Unknown command: ..."), in case an
@@ -104,6 +108,11 @@ class Frr:
     # paper, which lost 5 pings when a path router came back (section 3.3.3); whether this
     # helps is for the chapter to measure
     max_metric_on_startup: int | None = None
+    # the same stub-router advertisement, but held until this router's kernel routes every OSPF
+    # network through the next hops the topology gives (:meth:`expected_routes`), then lifted by
+    # a small service (hautils-ospf-ready) that starts with FRR: no fixed delay to guess
+    stub_until_routed: bool = False
+    stub_timeout_s: int = 300  # give up (stay a stub router, the unit fails) after this
     # OSPF's MinLSInterval (RFC 2328: a router re-originates an LSA at most once per 5 s) and
     # MinLSArrival (a neighbour accepts a new instance at most once per 1 s), FRR's
     # "timers throttle lsa all" and "timers lsa min-arrival", in ms; None: FRR's defaults
@@ -136,6 +145,10 @@ class Frr:
                                  "hellos (OSPF's usual choice is 4 x hello_interval)")
         if self.max_metric_on_startup is not None:
             self._check_range("max_metric_on_startup", self.max_metric_on_startup, 5, 86400)
+        if self.stub_until_routed and self.max_metric_on_startup is not None:
+            raise ValueError("stub_until_routed and max_metric_on_startup both set: choose one (the first lifts "
+                             "the max-metric when the routes are there, the second after a fixed time)")
+        self._check_range("stub_timeout_s", self.stub_timeout_s, 10, 86400)
         if self.lsa_min_interval_ms is not None:
             self._check_range("lsa_min_interval_ms", self.lsa_min_interval_ms, 0, 5000)
         if self.lsa_min_arrival_ms is not None:
@@ -223,6 +236,63 @@ class Frr:
             nets += [n for n in self.networks(r) if n not in nets]
         return nets
 
+    def expected_routes(self, router, detours: bool = False) -> dict[str, list[str]]:
+        """The next hops ``router``'s kernel should have for every OSPF network it is not on:
+        ``{network: [addresses]}``, the neighbours one router closer to it (several: ECMP).
+        Every lab link has FRR's same default cost, so "closer" is counted in routers.
+
+        ``detours``: also the neighbours no farther from the network than ``router`` itself.
+        While another router is a stub router too (all of them start at once, after a deploy or
+        a power failure of the lab), routes avoid its transit links and may take such a neighbour;
+        they still lead away from ``router``, never back towards where a packet came from.
+        Without it, two starting routers each waited for the other's lift (a deploy timed out)."""
+        host = self._router(router)
+        routers = self.routers
+        nets = {r: set(self.networks(r)) for r in routers}
+        adj = {r: {p for link in self._ospf_links(self._router(r)) for p in self._peers(self._router(r), link.network)
+                   if p in nets} for r in routers}
+
+        def hops(src: str) -> dict[str, int]:
+            seen, edge, n = {src: 0}, [src], 0
+            while edge:
+                n += 1
+                edge = [p for r in edge for p in sorted(adj[r]) if p not in seen]
+                for p in edge:
+                    seen.setdefault(p, n)
+            return seen
+
+        dist = {r: hops(r) for r in routers}
+
+        def to_net(r: str, net: str) -> float:
+            return min((d for x, d in dist[r].items() if net in nets[x]), default=float("inf"))
+
+        want: dict[str, list[str]] = {}
+        for net in self.all_networks():
+            if net in nets[host.name]:
+                continue
+            d = to_net(host.name, net)
+            via = sorted({str(pl.address.ip) for link in self._ospf_links(host)
+                          for p in self._peers(host, link.network)
+                          if p in nets and (to_net(p, net) == d - 1 or detours and to_net(p, net) <= d)
+                          for pl in self._router(p).links if pl.network == link.network and pl.address is not None})
+            if not via:
+                raise ValueError(f"{self.topology.source}: {host.name} has no OSPF path to {net}")
+            want[net] = via
+        return want
+
+    def ready_script(self, router) -> str:
+        """``/usr/local/sbin/hautils-ospf-ready`` of ``router`` (``stub_until_routed``)."""
+        host = self._router(router)
+        return render("ospf-ready.py.j2", hostname=host.name, timeout_s=self.stub_timeout_s,
+                      want_json=json.dumps(json.dumps(self.expected_routes(host.name, detours=True),
+                                                      sort_keys=True)))
+
+    def stub_state(self, host) -> str:
+        """``hautils-ospf-ready``'s state on ``host``: ``running`` (still a stub router, waiting for
+        its routes), ``exited`` (max-metric lifted), ``failed``, or ``dead`` (not started)."""
+        res = host.run(f"systemctl show --property=SubState --value {READY_UNIT}", check=False, timeout=30)
+        return res.stdout.strip() or "dead"
+
     def converged(self, host) -> list[str]:
         """What ``host`` (a router, in the lab) still lacks: neighbours not Full, networks without
         a kernel route.  Empty when it has converged."""
@@ -239,6 +309,10 @@ class Frr:
                    if not any(str(n.get("nbrState", "")).startswith("Full") for n in nbrs.get(rid, []))]
         have = {r.get("dst") for r in routes}
         missing += [f"{name}: no route to {net}" for net in self.all_networks() if net not in have]
+        if self.stub_until_routed and not missing:
+            state = self.stub_state(host)
+            if state != "exited":
+                missing.append(f"{name}: still a stub router ({READY_UNIT} {state})")
         if self.bfd and not missing:
             up = self.bfd_up(host)
             if up < len(want):
@@ -295,6 +369,7 @@ class Frr:
                       router_id_iface=self.router_id_iface, interfaces=interfaces, networks=self.networks(host),
                       area=self.area, hello_interval=self.hello_interval, dead_interval=self.dead_interval,
                       hello_multiplier=self.hello_multiplier, max_metric_on_startup=self.max_metric_on_startup,
+                      stub_until_routed=self.stub_until_routed,
                       lsa_min_interval_ms=self.lsa_min_interval_ms, lsa_min_arrival_ms=self.lsa_min_arrival_ms,
                       bfd=self.bfd, bfd_profile=self.bfd_profile, bfd_receive_ms=self.bfd_receive_ms,
                       bfd_transmit_ms=self.bfd_transmit_ms, bfd_detect_multiplier=self.bfd_detect_multiplier,
@@ -312,8 +387,15 @@ class Frr:
         daemons, conf = self.daemons(host.name), self.config(host.name)  # refuses a non-router first
         host.put(DAEMONS, daemons, mode=0o640)
         host.put(CONF, conf, mode=0o640)
+        if self.stub_until_routed:  # started with FRR from now on (WantedBy=frr.service), stopped with it
+            host.put(READY_SCRIPT, self.ready_script(host.name), mode=0o755)
+            host.put(f"/etc/systemd/system/{READY_UNIT}", render("hautils-ospf-ready.service.j2"))
+            gate = f"systemctl daemon-reload && systemctl enable --quiet {READY_UNIT}"
+        else:  # a previous deploy's gate must not lift anything of this configuration
+            gate = (f"systemctl disable --quiet --now {READY_UNIT} 2>/dev/null; "
+                    f"rm -f /etc/systemd/system/{READY_UNIT} {READY_SCRIPT}; systemctl daemon-reload")
         # sync: a power failure soon after (the chapter causes them) must not lose the files
-        host.run(f"chown frr:frr {DAEMONS} {CONF} && sync", timeout=30)
+        host.run(f"chown frr:frr {DAEMONS} {CONF} && {gate} && sync", timeout=60)
         res = host.run(CHECK, check=False, timeout=60)
         out = (res.stdout + res.stderr).strip()
         if not res.ok or VTYSH_ERROR.search(out):
