@@ -248,8 +248,10 @@ class Experiment:
         return {getattr(made, "name", "probe"): made}
 
     def _analyse(self, t: Trial) -> None:
+        fetched: dict[str, pd.DataFrame] = {}
+        _each(lambda item: fetched.__setitem__(item[0], item[1].log()), t.probes.items())  # side by side
         for name, p in t.probes.items():
-            log = p.log()
+            log = fetched[name]
             off = t.offsets.get(getattr(getattr(p, "host", None), "name", None), 0.0)
             t.logs[name] = analysis.align(log, -off) if off else log
         if not self.downtime:
@@ -309,9 +311,8 @@ class Experiment:
             started.append(p)
 
         def stop(p) -> None:
-            try:
-                if p.running():
-                    p.stop()
+            try:  # stop() itself checks that the agent still runs: no extra round trip first
+                p.stop()
             except Exception:  # a probe on a host that was powered off: its log tells the rest
                 pass
 

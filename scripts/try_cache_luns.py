@@ -27,8 +27,8 @@ try:
         r.secondary(server0)
     target = Target()
     script = fast_disk_script("192.168.103.36", sync_writes=True, more_luns=[("r1", "/dev/drbd1", False)])
+    dropin = target.always_on([server0, server1], "192.168.103.36")
     for h in (server0, server1):
-        dropin = target.always_on(h, "192.168.103.36")
         install_script(h, "hadisk", script)
     lap("lab+drbd+target")
     hb = Heartbeat([server0, server1], ["192.168.103.99", "192.168.103.91"], ["hadisk"], keepalive=0.2, warntime=0.5, deadtime=1)

@@ -7,7 +7,7 @@ the server that holds the disk, measure the client's downtime, the acknowledged 
 and where the time went (from the survivor's and the client's journals); power the server on
 again and let corosync, pacemaker and DRBD's resync bring it back before the next trial.
 
-    python scripts/try_pacemaker.py --trials 20 --record     # chapter 2 cites this run
+    python scripts/try_pacemaker.py --trials 20 --record     # chapter 4 cites this run
     python scripts/try_pacemaker.py --trials 3 [--token 3000] [--consensus 1000] [--notify] [--monitor-delay 15] [--name pcmk]
 
 ``--attach`` reuses a lab brought up with ``hautils lab up`` (and already set up with
@@ -81,7 +81,7 @@ def main() -> int:
     ap.add_argument("--name", default="pcmk", help="lab name (not 'storage': that one may be running)")
     ap.add_argument("--after-sb", action="store_true", help="DRBD split-brain recovery policies (chapter 2 has none)")
     ap.add_argument("--record", action="store_true",
-                    help="append the outcome to results/studies/pacemaker-failover.json (chapter 2 shows it)")
+                    help="append the outcome to results/studies/pacemaker-failover.json (chapter 4 shows it)")
     ap.add_argument("--attach", action="store_true", help="use the running lab NAME; do not take it down")
     ap.add_argument("--setup-only", action="store_true", help="set the lab up, run no trial")
     ap.add_argument("--no-setup", action="store_true", help="the attached lab is set up already")

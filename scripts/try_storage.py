@@ -58,8 +58,8 @@ def setup_tuned(lab: Lab, target: Target, hb: Heartbeat, writeback: bool) -> Non
     client.run("umount /mnt; iscsiadm -m node -u; iscsiadm -m node -o delete; true", timeout=120)
     for h in hb.hosts:
         h.run("systemctl stop heartbeat", timeout=180)
+    target.always_on(hb.hosts, VIP)
     for h in hb.hosts:
-        target.always_on(h, VIP)
         install_script(h, "hadisk", fast_disk_script(VIP, sync_writes=not writeback))
     hb.install()
     hb.start()

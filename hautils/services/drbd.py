@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import CommandError, LabError
@@ -102,12 +103,14 @@ class Drbd:
 
         ``drbdadm dump`` parses the files as the tools will (and names the file and line of an
         error); ``sh-nop`` also checks the resource against this host's name."""
-        for h in self.hosts:
+        def write(h) -> None:
             if not self.own_protocol:
                 h.put("/etc/drbd.d/global_common.conf", self.global_common())
             h.put(self.res_path, self.resource())
             # sync: a power failure right after must not lose the configuration with the page cache
             h.run(f"drbdadm sh-nop && drbdadm dump {self.name} >/dev/null && sync")
+
+        _on_each(write, self.hosts)
         return self.hosts[0].run(f"drbdadm dump {self.name}").stdout
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -120,10 +123,9 @@ class Drbd:
         are declared UpToDate): only for disks known to be identical, such as two fresh, all-zero
         lab disks; a real pair of disks with different content would diverge silently."""
         self.write_config()
-        for h in self.hosts:
-            h.run(f"modprobe drbd && (drbdadm down {self.name} 2>/dev/null; true) && "
-                  f"drbdadm -- --force create-md {self.name} </dev/null && drbdadm up {self.name}",
-                  timeout=120)
+        _on_each(lambda h: h.run(f"modprobe drbd && (drbdadm down {self.name} 2>/dev/null; true) && "
+                                 f"drbdadm -- --force create-md {self.name} </dev/null && drbdadm up {self.name}",
+                                 timeout=120), self.hosts)
         t0 = time.time()
         if not initial_sync:
             self.hosts[0].wait_for(f"grep -Eq '^ *{self.minor}: cs:Connected' /proc/drbd", timeout=60, interval=0.2)
@@ -170,6 +172,14 @@ class Drbd:
                 h.run(f"drbdadm down {self.name}", timeout=60)
             except CommandError:
                 pass
+
+
+def _on_each(fn, hosts) -> None:
+    """``fn(host)`` on every host at once: each step is seconds of shell in a UML guest, and the
+    two nodes do not wait for each other (their ``drbdadm up`` connects whichever comes first)."""
+    with ThreadPoolExecutor(max(1, len(hosts))) as pool:
+        for f in [pool.submit(fn, h) for h in hosts]:
+            f.result()
 
 
 # connection states on the way to a handshake (DRBD 8.4): wait for them to end

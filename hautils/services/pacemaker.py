@@ -1,4 +1,4 @@
-"""corosync 3 + pacemaker 2.1: the modern stack for the storage failover (chapter 2).
+"""corosync 3 + pacemaker 2.1: the modern stack: chapter 4 runs chapter 2's storage failover on it.
 
 corosync keeps the membership (who is alive: a node is declared dead when the token has not
 come back for ``token`` ms, and a new membership forms ``consensus`` ms later); pacemaker
