@@ -74,10 +74,11 @@ unit-and-lab:
 # Re-execute the committed notebooks against fresh labs and compare their outputs:
 # measured numbers are ignored (NBVAL_IGNORE_OUTPUT), range checks are compared exactly.
 # The re-run writes its results to a scratch copy: results/ keeps matching the notebooks.
+# Every experiment trial logs its steps' seconds to $(TIMINGS)/experiments.jsonl (ci_times.py).
 nbval: setup image
-	@mkdir -p $(TIMINGS)
+	@mkdir -p $(TIMINGS) && rm -f $(TIMINGS)/experiments.jsonl
 	scratch=$$(mktemp -d) && cp results/*.json "$$scratch"/ && \
-	HAUTILS_RESULTS="$$scratch" $(PY) -m pytest -v --nbval $(NOTEBOOKS) \
+	HAUTILS_RESULTS="$$scratch" HAUTILS_TIMINGS="$(CURDIR)/$(TIMINGS)" $(PY) -m pytest -v --nbval $(NOTEBOOKS) \
 	  --nbval-sanitize-with .ci/nbval-sanitize.cfg --nbval-cell-timeout 1800 -p no:cacheprovider $(JUNIT); \
 	status=$$?; rm -rf "$$scratch"; exit $$status
 

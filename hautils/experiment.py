@@ -31,11 +31,14 @@ names; callables may add their own timestamped events with :meth:`Trial.event`.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -381,7 +384,10 @@ class Experiment:
         if progress:
             print(f"{time.strftime('%H:%M:%S')} {self.name} {i}: starting", flush=True)
         try:
-            self.trial(i, t, restore=restore)
+            try:
+                self.trial(i, t, restore=restore)
+            finally:
+                log_timings(t)
             done.append(t)
             rows.append({"trial": i, **self.row(t), "error": None})
             if progress:
@@ -421,6 +427,32 @@ class Experiment:
     def _brief(row: Mapping[str, Any]) -> str:
         return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in row.items() if k not in ("trial", "error") and v is not None)
+
+
+#: CI sets this to its timings directory (the Makefile's nbval step): every trial of every
+#: experiment then appends its steps' wall-clock seconds to ``experiments.jsonl`` there, and
+#: ``scripts/ci_times.py`` shows where each experiment's time went (a chapter over its budget
+#: names the step to cut: a restore's boot, a slow setup, the failover itself).
+TIMINGS_ENV = "HAUTILS_TIMINGS"
+
+
+def log_timings(t: Trial, directory: str | os.PathLike[str] | None = None) -> Path | None:
+    """Append one line for trial ``t`` (experiment, trial, whether it finished, its steps'
+    seconds) to ``<directory or $HAUTILS_TIMINGS>/experiments.jsonl``; nothing without either.
+    Never raises: a budget report must not fail the experiment it times."""
+    d = directory if directory is not None else os.environ.get(TIMINGS_ENV)
+    if not d:
+        return None
+    path = Path(d) / "experiments.jsonl"
+    try:
+        line = {"experiment": t.label, "trial": t.index, "finished": "restore" in t.timings,
+                "cwd": Path.cwd().name, "steps": t.timings}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+    except (OSError, TypeError, ValueError):
+        return None
+    return path
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -9,6 +9,11 @@ Reads, in DIR (default artifacts/timings):
   steps.tsv    written by .ci/run, one line per step: name, wall-clock start and end (seconds
                since the epoch), exit status; start and end are "-" and the status "not-run" for
                a step skipped because an earlier one failed.
+  experiments.jsonl  one JSON line per experiment trial run under nbval (hautils.experiment,
+               HAUTILS_TIMINGS): its experiment, trial, whether it finished, and the wall-clock
+               seconds of its steps (prepare, until recovered, probing, analysis, restore, and
+               sub-steps named "step: part"); summed per experiment into a second table, so that
+               a chapter over its budget shows which experiment and which step to cut.
   machine.tsv  written by .ci/run at the start and at the end: a label and the milliseconds one
                fork + exec of /bin/true takes on this machine (a bash loop), printed under the
                table: the same machine read 0.9 and 1.3 ms on one day, and every lab number
@@ -28,6 +33,7 @@ Usage: python3 scripts/ci_times.py [DIR] [--markdown FILE] [--notebook-budget S]
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -325,6 +331,72 @@ def machine_speed(d: Path) -> str | None:
     return ("machine speed, one fork + exec of /bin/true: " + ", ".join(parts)) if parts else None
 
 
+MAIN_STEPS = ["prepare", "until recovered", "probing", "analysis", "restore"]
+
+
+def read_experiments(path: Path) -> list[dict]:
+    """The trial lines of an experiments.jsonl; bad lines are reported and skipped."""
+    recs: list[dict] = []
+    try:
+        text = path.read_text()
+    except OSError:
+        return recs
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec.get("experiment"), str) or not isinstance(rec.get("steps"), dict):
+                raise ValueError("no experiment or steps")
+            steps = {str(k): float(v) for k, v in rec["steps"].items()}
+        except (ValueError, TypeError, AttributeError) as e:
+            print(f"ci_times: {path}:{n}: not a trial line ({e}), ignored: {line[:120]!r}", file=sys.stderr)
+            continue
+        recs.append({"experiment": rec["experiment"], "finished": bool(rec.get("finished", True)), "steps": steps})
+    return recs
+
+
+def experiments_rows(recs: list[dict]) -> list[list[str]]:
+    """One row per experiment, slowest first: trials, unfinished trials, total seconds, seconds
+    per trial, each main step's mean, and the slowest sub-step (by mean) with its seconds."""
+    groups: dict[str, list[dict]] = {}
+    for r in recs:
+        groups.setdefault(r["experiment"], []).append(r)
+    rows = []
+    for name, trials in groups.items():
+        total = sum(v for r in trials for k, v in r["steps"].items() if ":" not in k)
+        means = [sum(r["steps"].get(k, 0.0) for r in trials) / len(trials) for k in MAIN_STEPS]
+        subs: dict[str, float] = {}
+        for r in trials:
+            for k, v in r["steps"].items():
+                if ":" in k:
+                    subs[k] = subs.get(k, 0.0) + v / len(trials)
+        top = max(subs.items(), key=lambda kv: kv[1]) if subs else None
+        rows.append((total, [name, str(len(trials)), str(sum(not r["finished"] for r in trials)), f"{total:.1f}",
+                             f"{total / len(trials):.1f}", *(f"{m:.1f}" for m in means),
+                             f"{top[0]} {top[1]:.1f}" if top else ""]))
+    return [r for _, r in sorted(rows, key=lambda x: -x[0])]
+
+
+EXP_HEADER = ["experiment", "trials", "unfinished", "time (s)", "per trial", *MAIN_STEPS, "slowest sub-step (s)"]
+
+
+def render_experiments(rows: list[list[str]], markdown: bool = False) -> str:
+    """The experiments table as text or Markdown ("" without rows)."""
+    if not rows:
+        return ""
+    title = "Where the experiments' time went (nbval; seconds, step columns are means per trial)"
+    if markdown:
+        lines = [f"## {title}", "", "| " + " | ".join(EXP_HEADER) + " |",
+                 "| " + " | ".join("---" if i in (0, len(EXP_HEADER) - 1) else "---:" for i in range(len(EXP_HEADER))) + " |"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(r[c]) for r in [EXP_HEADER, *rows]) for c in range(len(EXP_HEADER))]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i in (0, len(cells) - 1) else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([title, "", fmt(EXP_HEADER), fmt(["-" * w for w in widths]), *map(fmt, rows)]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", nargs="?", default="artifacts/timings", type=Path,
@@ -341,11 +413,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     table = build(steps, args.notebook_budget, args.run_budget)
     speed = machine_speed(args.dir)
-    sys.stdout.write(render_text(table, title) + (speed + "\n" if speed else ""))
+    exp = experiments_rows(read_experiments(args.dir / "experiments.jsonl"))
+    sys.stdout.write(render_text(table, title) + (speed + "\n" if speed else "")
+                     + ("\n" + render_experiments(exp) if exp else ""))
     md = args.markdown or args.dir / "summary.md"
     try:
         md.parent.mkdir(parents=True, exist_ok=True)
-        md.write_text(render_markdown(table, title) + ("\n" + speed + "\n" if speed else ""))
+        md.write_text(render_markdown(table, title) + ("\n" + speed + "\n" if speed else "")
+                      + ("\n" + render_experiments(exp, markdown=True) if exp else ""))
     except OSError as e:
         print(f"ci_times: cannot write {md}: {e}", file=sys.stderr)
     return 0

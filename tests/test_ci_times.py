@@ -321,3 +321,36 @@ def test_the_machines_speed_is_printed_under_the_table(tmp_path, capsys):
     (tmp_path / "machine.tsv").unlink()
     ci_times.main([str(tmp_path)])
     assert "machine speed" not in capsys.readouterr().out
+
+
+def test_experiment_trials_are_summed_per_experiment_slowest_first(tmp_path, capsys):
+    """hautils.experiment.log_timings writes these lines under nbval; the table names the
+    experiment and the step a chapter over its budget should cut."""
+    import json
+
+    junit(tmp_path / "nbval.xml", [("chapters/02-storage.ipynb", "Cell 1", 100.0)])
+    lines = [{"experiment": "heartbeat power", "trial": i, "finished": True, "cwd": "chapters",
+              "steps": {"prepare": 1.0, "until recovered": 20.0, "probing": 3.0, "analysis": 1.0,
+                        "restore: boot": 6.0 + i, "restore: DRBD rejoin": 4.0, "restore": 12.0 + i}}
+             for i in range(2)]
+    lines.append({"experiment": "raid", "trial": 0, "finished": False, "cwd": "chapters",
+                  "steps": {"prepare": 0.5, "until recovered": 2.0}})
+    text = "\n".join(json.dumps(x) for x in lines) + "\nnot json\n" + json.dumps({"trial": 3}) + "\n"
+    (tmp_path / "experiments.jsonl").write_text(text)
+    assert ci_times.main([str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "Where the experiments' time went" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("heartbeat power", "raid "))]
+    # heartbeat power: 2 trials, 0 unfinished, 37 + 38 s, 37.5 per trial, restore mean 12.5, boot 6.5
+    assert rows[0][:2] == ["heartbeat", "power"] and rows[0][2:12] == [
+        "2", "0", "75.0", "37.5", "1.0", "20.0", "3.0", "1.0", "12.5", "restore:"]
+    assert rows[0][-1] == "6.5" and rows[1][:4] == ["raid", "1", "1", "2.5"]
+    assert err.count("not a trial line") == 2
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Where the experiments' time went" in md and "| heartbeat power | 2 | 0 | 75.0 |" in md
+
+
+def test_no_experiment_table_without_trial_lines(tmp_path, capsys):
+    junit(tmp_path / "nbval.xml", [("chapters/01-availability.ipynb", "Cell 1", 10.0)])
+    ci_times.main([str(tmp_path)])
+    assert "experiments' time" not in capsys.readouterr().out

@@ -292,3 +292,35 @@ def test_a_probe_that_cannot_start_fails_the_trial_and_the_others_are_stopped():
     with pytest.raises(ExperimentError, match="no agent"):
         make(log, calls, probe=lambda t: {"a": FakeProbe("a", log, calls), "b": Broken("b", log, calls)}).run(1)
     assert ("stop", "a") in calls
+
+
+def test_each_trial_logs_its_steps_for_the_ci_budget_table(tmp_path, monkeypatch):
+    """With HAUTILS_TIMINGS set (CI's nbval step), every trial, also a failed one, appends a
+    line that scripts/ci_times.py sums per experiment; without it nothing is written."""
+    import json
+
+    from hautils import experiment
+
+    calls: list = []
+    log = synthetic_log([(5.0, 8.0)])
+
+    def make(fail: bool):
+        def fault(t):
+            if fail:
+                raise RuntimeError("no power switch")
+            return T0 + 5.0
+        return Experiment("timed", probe=lambda t: FakeProbe("w", log, calls), fault=fault, recovered=None,
+                          sleep=lambda s: None, restore=lambda t: None)
+
+    monkeypatch.delenv(experiment.TIMINGS_ENV, raising=False)
+    make(False).run(1)
+    assert not (tmp_path / "experiments.jsonl").exists()
+    monkeypatch.setenv(experiment.TIMINGS_ENV, str(tmp_path))
+    make(False).run(2)
+    with pytest.raises(ExperimentError):
+        make(True).run(1)
+    lines = [json.loads(x) for x in (tmp_path / "experiments.jsonl").read_text().splitlines()]
+    assert [(x["experiment"], x["trial"], x["finished"]) for x in lines] == [
+        ("timed", 0, True), ("timed", 1, True), ("timed", 0, False)]
+    assert set(lines[0]["steps"]) == {"prepare", "until recovered", "probing", "analysis", "restore"}
+    assert "until recovered" not in lines[2]["steps"]

@@ -229,6 +229,12 @@ class Prober:
         self.agent = agent
         self.timeout = args.timeout
         self.pending = collections.OrderedDict()  # seq -> Pending, in deadline order
+        # attempts that timed out, remembered (the newest only) so that a reply to one counts
+        # as late, not as a duplicate (:meth:`claim`)
+        self.timed_out = set()
+        self.timed_out_order = collections.deque()
+        self.late_replies = 0
+        self.dup_replies = 0
 
     def info(self):
         """Kind-specific header fields."""
@@ -259,6 +265,25 @@ class Prober:
 
     def on_timeout(self, p):
         self.agent.emit(p.seq, p.late, p.sent, None, False, "timeout")
+
+    def claim(self, seq):
+        """The pending attempt a reply with ``seq`` answers (no longer pending), or None: then
+        the reply is counted as late (its attempt timed out) or as a duplicate."""
+        p = self.pending.pop(seq, None)
+        if p is None:
+            if seq in self.timed_out:
+                self.late_replies += 1
+            else:
+                self.dup_replies += 1
+        return p
+
+    def remember_timed_out(self, key, keep=100000):
+        """Remember a timed-out attempt's ``key`` (its seq, or what replies carry of it), the
+        newest ``keep`` only."""
+        self.timed_out.add(key)
+        self.timed_out_order.append(key)
+        if len(self.timed_out_order) > keep:
+            self.timed_out.discard(self.timed_out_order.popleft())
 
     def close(self):
         pass
@@ -303,10 +328,6 @@ class IcmpProber(Prober):
         self.err_types = {1: "unreachable", 3: "ttl_exceeded"} if self.v6 else \
             {3: "unreachable", 11: "ttl_exceeded"}
         self.by16 = {}
-        self.timed_out = set()
-        self.timed_out_order = collections.deque()
-        self.late_replies = 0
-        self.dup_replies = 0
         agent.sel.register(sock, selectors.EVENT_READ, self.on_read)
 
     def info(self):
@@ -363,12 +384,8 @@ class IcmpProber(Prober):
             if len(icmp) < 24 or icmp[8:16] != self.nonce:
                 return
             seq = struct.unpack("!Q", icmp[16:24])[0]
-            p = self.pending.pop(seq, None)
+            p = self.claim(seq)
             if p is None:
-                if seq in self.timed_out:
-                    self.late_replies += 1
-                else:
-                    self.dup_replies += 1
                 return
             if self.by16.get(seq & 0xFFFF) == seq:
                 del self.by16[seq & 0xFFFF]
@@ -400,10 +417,7 @@ class IcmpProber(Prober):
         s16 = p.seq & 0xFFFF
         if self.by16.get(s16) == p.seq:
             del self.by16[s16]
-        self.timed_out.add(p.seq)
-        self.timed_out_order.append(p.seq)
-        if len(self.timed_out_order) > 100000:
-            self.timed_out.discard(self.timed_out_order.popleft())
+        self.remember_timed_out(p.seq)
         super().on_timeout(p)
 
 
@@ -636,10 +650,7 @@ class DnsProber(Prober):
         self.kstamp = enable_kernel_stamps(self.sock)
         self.id_base = struct.unpack("!H", os.urandom(2))[0]
         self.by_id = {}
-        self.late_replies = 0
         self.stray = 0
-        self.timed_out = set()
-        self.timed_out_order = collections.deque()
         agent.sel.register(self.sock, selectors.EVENT_READ, self.on_read)
 
     def info(self):
@@ -720,10 +731,7 @@ class DnsProber(Prober):
     def on_timeout(self, p):
         qid = (self.id_base + p.seq) & 0xFFFF
         self.by_id.pop(qid, None)
-        self.timed_out.add(p.seq & 0xFFFF)
-        self.timed_out_order.append(p.seq & 0xFFFF)
-        if len(self.timed_out_order) > 30000:
-            self.timed_out.discard(self.timed_out_order.popleft())
+        self.remember_timed_out(p.seq & 0xFFFF, keep=30000)
         super().on_timeout(p)
 
 
@@ -951,10 +959,6 @@ class SessionProber(Prober):
         self.out = b""
         self.buf = b""
         self.breaks = []
-        self.late_replies = 0
-        self.dup_replies = 0
-        self.timed_out = set()
-        self.timed_out_order = collections.deque()
         self.local = None
         self.filler = b"x" * max(0, args.size)
         # the first connection is made before attempt 0, blocking: a probe that cannot reach its
@@ -1092,20 +1096,13 @@ class SessionProber(Prober):
             seq = int(line.split(b" ", 1)[0])
         except ValueError:
             return
-        p = self.pending.pop(seq, None)
+        p = self.claim(seq)
         if p is None:
-            if seq in self.timed_out:
-                self.late_replies += 1
-            else:
-                self.dup_replies += 1
             return
         self.agent.emit(seq, p.late, p.sent, t, True, None, {"rtt_ms": ms(t - p.sent), "conn": p.state})
 
     def on_timeout(self, p):
-        self.timed_out.add(p.seq)
-        self.timed_out_order.append(p.seq)
-        if len(self.timed_out_order) > 100000:
-            self.timed_out.discard(self.timed_out_order.popleft())
+        self.remember_timed_out(p.seq)
         self.agent.emit(p.seq, p.late, p.sent, None, False, "timeout", {"conn": p.state})
 
     def close(self):
