@@ -504,8 +504,9 @@ PACEMAKER_EVIDENCE = r"not scheduled|Members left|processor failed|ns:0 |device_
 
 
 def show_pacemaker_study() -> None:
-    """The pacemaker flake of chapter 4 (the storage pair on the modern stack): the failed run's evidence, corosync's log of the cause,
-    and the recorded runs since the fix."""
+    """The pacemaker flake of chapter 4 (section 4.1, chapter 2's storage pair on the modern
+    stack): the failed run's evidence, corosync's log of the cause, and the recorded runs since
+    the fix."""
     import re
 
     from IPython.display import Markdown, display
