@@ -44,6 +44,7 @@ from typing import Any
 import pandas as pd
 
 from . import analysis
+from .ssh import on_each as _each  # probes, journals and read-backs side by side
 
 __all__ = ["Experiment", "Trial", "Run", "lost_writes", "ExperimentError"]
 
@@ -120,20 +121,6 @@ def read_back(t: Trial, probe: str | None = None, host: Any = None, **verify_kw:
     p = t.probes[probe] if probe else t.probe
     v = p.verify(host=host, **verify_kw)
     return analysis.lost_writes(t.logs[probe] if probe else t.log, v["present"], v["corrupt"])
-
-
-def _each(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
-    """``fn`` on every item at once (threads: each is an SSH round trip to a slow guest); the
-    first error is raised once all have finished."""
-    items = list(items)
-    if len(items) <= 1:
-        for x in items:
-            fn(x)
-        return
-    with ThreadPoolExecutor(len(items)) as pool:
-        futures = [pool.submit(fn, x) for x in items]
-    for f in futures:
-        f.result()
 
 
 @dataclass

@@ -20,7 +20,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import paramiko
 
@@ -57,6 +59,21 @@ class JournalLine:
 
     def __str__(self) -> str:
         return f"{time.strftime('%H:%M:%S', time.localtime(self.time))}.{int(self.time % 1 * 1000):03d} {self.identifier}: {self.message}"
+
+
+def on_each(fn: Callable[[Any], Any], items: Iterable[Any]) -> None:
+    """``fn`` on every item (host) at once: each step is an SSH round trip or seconds of shell in a
+    slow guest, and hosts need not wait for each other.  The first error is raised once all have
+    finished."""
+    items = list(items)
+    if len(items) <= 1:
+        for x in items:
+            fn(x)
+        return
+    with ThreadPoolExecutor(len(items)) as pool:
+        futures = [pool.submit(fn, x) for x in items]
+    for f in futures:
+        f.result()
 
 
 def parse_journal_json(text: str) -> list[JournalLine]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import CommandError, LabError
+from ..ssh import on_each
 from . import render
 
 PROTOCOLS = {
@@ -110,7 +110,7 @@ class Drbd:
             # sync: a power failure right after must not lose the configuration with the page cache
             h.run(f"drbdadm sh-nop && drbdadm dump {self.name} >/dev/null && sync")
 
-        _on_each(write, self.hosts)
+        on_each(write, self.hosts)
         return self.hosts[0].run(f"drbdadm dump {self.name}").stdout
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class Drbd:
         are declared UpToDate): only for disks known to be identical, such as two fresh, all-zero
         lab disks; a real pair of disks with different content would diverge silently."""
         self.write_config()
-        _on_each(lambda h: h.run(f"modprobe drbd && (drbdadm down {self.name} 2>/dev/null; true) && "
+        on_each(lambda h: h.run(f"modprobe drbd && (drbdadm down {self.name} 2>/dev/null; true) && "
                                  f"drbdadm -- --force create-md {self.name} </dev/null && drbdadm up {self.name}",
                                  timeout=120), self.hosts)
         t0 = time.time()
@@ -172,14 +172,6 @@ class Drbd:
                 h.run(f"drbdadm down {self.name}", timeout=60)
             except CommandError:
                 pass
-
-
-def _on_each(fn, hosts) -> None:
-    """``fn(host)`` on every host at once: each step is seconds of shell in a UML guest, and the
-    two nodes do not wait for each other (their ``drbdadm up`` connects whichever comes first)."""
-    with ThreadPoolExecutor(max(1, len(hosts))) as pool:
-        for f in [pool.submit(fn, h) for h in hosts]:
-            f.result()
 
 
 # connection states on the way to a handshake (DRBD 8.4): wait for them to end

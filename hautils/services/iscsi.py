@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import CommandError
+from ..ssh import on_each
 from . import render
 
 IQN = "iqn.2013-11.edu.uoc:ha-disk"  # the paper's target name (section 2.4.2.2)
@@ -71,10 +71,7 @@ class Target:
             host.run(f"rm -f {self.path} {self.STOP_DROPIN}; systemd-analyze verify --man=no tgt.service && "
                      "systemctl daemon-reload && systemctl enable --no-reload tgt && systemctl restart tgt", timeout=120)
 
-        hosts = list(hosts) if isinstance(hosts, (list, tuple)) else [hosts]
-        with ThreadPoolExecutor(len(hosts)) as pool:
-            for f in [pool.submit(one, h) for h in hosts]:
-                f.result()
+        on_each(one, hosts if isinstance(hosts, (list, tuple)) else [hosts])
         return dropin
 
     def show(self, host) -> str:
