@@ -432,8 +432,7 @@ def log_timings(t: Trial, directory: str | os.PathLike[str] | None = None) -> Pa
         return None
     path = Path(d) / "experiments.jsonl"
     try:
-        line = {"experiment": t.label, "trial": t.index, "finished": "restore" in t.timings,
-                "cwd": Path.cwd().name, "steps": t.timings}
+        line = {"experiment": t.label, "trial": t.index, "finished": "restore" in t.timings, "steps": t.timings}
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.write(json.dumps(line) + "\n")
