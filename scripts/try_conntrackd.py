@@ -41,8 +41,7 @@ try:
                                           before_s=1, after_s=1).run(1)
         print("fastest", r.trials[["downtime_s"]].to_dict("records"), flush=True)
     nat = Nat("gateway")
-    for rt in tuned.routers:
-        nat.install(lab[rt])
+    nat.install(*(lab[rt] for rt in tuned.routers))
     tuned.deploy(lab)
     if prelude:
         r = networking.conntrackd_session(lab, tuned.routers, "client", "192.168.2.10", vrrp=tuned,

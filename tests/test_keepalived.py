@@ -394,12 +394,17 @@ def test_nat_install_tests_before_loading_through_a_boot_unit(topo):
     Nat(topo).install(h)
     assert [p for p, _, _ in h.puts] == [RULES, f"/etc/systemd/system/{NAT_UNIT}"]
     assert h.runs[-2:] == [f"iptables-legacy-restore --test {RULES}",
-                           f"systemctl daemon-reload && systemctl enable {NAT_UNIT} >/dev/null 2>&1 && "
+                           f"systemctl daemon-reload && systemctl enable --no-reload {NAT_UNIT} >/dev/null 2>&1 && "
                            f"systemctl restart {NAT_UNIT} && {{ conntrack -D -p 112 >/dev/null 2>&1 || true; }}"]
     bad = FakeHost("gw1", {"iptables-legacy-restore --test": (1, "", "iptables-legacy-restore: line 9 failed")})
     with pytest.raises(CommandError, match="line 9 failed"):
         Nat(topo).install(bad)
     assert not any("systemctl" in r for r in bad.runs)  # nothing loaded
+    both = [FakeHost("gw1"), FakeHost("gw2")]
+    Nat(topo).install(*both)  # the pair at once
+    assert all(f"iptables-legacy-restore --test {RULES}" in h.runs for h in both)
+    with pytest.raises(ValueError, match="at least one router"):
+        Nat(topo).install()
 
 
 def test_nat_unit_loads_the_rules_before_keepalived(topo):

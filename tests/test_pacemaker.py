@@ -176,3 +176,33 @@ def test_the_seeded_cib_sets_dc_deadtime_and_parses():
     assert props == {"dc-deadtime": "2s", "stonith-enabled": "false"}
     assert root.find("configuration/resources") is not None and root.find("status") is not None
     assert cluster().dc_deadtime_s == 2
+
+
+class AnsweringHost(FakeHost):
+    """Answers every command with its own name; ``dead`` raises as an unreachable guest does."""
+
+    def __init__(self, name, dead=False):
+        super().__init__(name)
+        self.dead = dead
+        self.commands = []
+
+    def run(self, cmd, check=True, timeout=None):
+        self.commands.append(cmd)
+        if self.dead:
+            raise TimeoutError(f"{self.name}: no SSH answer")
+
+        class R:
+            stdout, stderr, ok = f"corosync says {self.name}\n", "", True
+        return R()
+
+
+def test_a_timeout_reports_every_node_and_layer():
+    """The node that never joins has its reason in its own journal: both nodes are asked, and a
+    dead one is named instead of hiding the other's answer."""
+    a, b = AnsweringHost("iscsi-server0"), AnsweringHost("iscsi-server1", dead=True)
+    pm = Pacemaker([a, b], ["192.168.103.99", "192.168.103.91"])
+    text = pm.diagnostics()
+    assert "===== iscsi-server0\ncorosync says iscsi-server0" in text
+    assert "===== iscsi-server1\n(no answer: iscsi-server1: no SSH answer)" in text
+    for layer in ("corosync-cfgtool -s", "corosync-quorumtool -s", "crm_mon -1", "-u corosync -u pacemaker"):
+        assert layer in a.commands[0]

@@ -53,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import CommandError
+from ..ssh import on_each
 from ..topology import Host as TopoHost
 from ..topology import Topology, load
 from . import render
@@ -496,17 +497,24 @@ class Nat:
         self.rules(name)  # refuses a stranger
         return render("hautils-gateway-rules.service.j2", unit=NAT_UNIT, hostname=name, rules=RULES)
 
-    def install(self, host) -> None:
-        """Write the rules and their boot unit on ``host``, test the rules
-        (``iptables-legacy-restore --test``), then load them through the unit, enabled: a router
-        that boots again after a power failure has its firewall before keepalived starts.  The
-        VRRP advertisements tracked so far are forgotten, so that the new rules apply to them."""
+    def install(self, *hosts) -> None:
+        """Write the rules and their boot unit on each of ``hosts`` (all at once: a systemd
+        reload costs seconds in a UML guest), test the rules (``iptables-legacy-restore
+        --test``), then load them through the unit, enabled: a router that boots again after a
+        power failure has its firewall before keepalived starts.  The VRRP advertisements
+        tracked so far are forgotten, so that the new rules apply to them."""
+        if not hosts:
+            raise ValueError("Nat.install(host, ...): name at least one router of the pair")
+        on_each(self._install, hosts)
+
+    def _install(self, host) -> None:
         rules, unit = self.rules(host.name), self.unit(host.name)
         host.run("mkdir -p /etc/hautils", timeout=30)
         host.put(RULES, rules, mode=0o644)
         host.put(f"/etc/systemd/system/{NAT_UNIT}", unit, mode=0o644)
         _run_check(host, f"iptables-legacy-restore --test {RULES}", RULES, "iptables-legacy-restore --test")
-        host.run(f"systemctl daemon-reload && systemctl enable {NAT_UNIT} >/dev/null 2>&1 && "
+        # one reload: the enable that follows it has nothing more to load
+        host.run(f"systemctl daemon-reload && systemctl enable --no-reload {NAT_UNIT} >/dev/null 2>&1 && "
                  f"systemctl restart {NAT_UNIT} && {FORGET_VRRP}", timeout=120)
 
     def remove(self, host) -> None:

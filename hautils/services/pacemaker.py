@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from ..errors import CommandError, HostUnreachable
+from ..ssh import on_each
 from . import render
 from .iscsi import IQN
 
@@ -220,9 +220,8 @@ class Pacemaker:
             h.run("systemctl enable --no-reload corosync pacemaker && systemctl restart corosync", timeout=120)
 
         # both nodes at once: a node started alone waits for its peer
-        with ThreadPoolExecutor(len(self.hosts)) as pool:
-            list(pool.map(prepare, self.hosts))
-            list(pool.map(lambda h: h.run("systemctl restart pacemaker", timeout=120), self.hosts))
+        on_each(prepare, self.hosts)
+        on_each(lambda h: h.run("systemctl restart pacemaker", timeout=120), self.hosts)
         self.wait_online(timeout=timeout)
         return time.time() - t0
 
@@ -258,6 +257,24 @@ class Pacemaker:
     def state(self, host=None) -> ClusterState:
         h = host or self._reachable()
         return parse_crm_mon(h.run("crm_mon -1 --output-as=xml", timeout=60).stdout)
+
+    def diagnostics(self, lines: int = 40) -> str:
+        """Every layer on every node, for an error message: one node's ``crm_mon`` shows only
+        its own partition, and a node that never joins has its reason in its own journal
+        (corosync's membership, pacemaker's daemons)."""
+        cmd = ("systemctl is-active corosync pacemaker | paste -sd' '; corosync-cfgtool -s 2>&1; "
+               "corosync-quorumtool -s 2>&1 | sed -n '/Membership/,$p'; crm_mon -1 2>&1 | sed -n '/Node List/,/^$/p'; "
+               f"journalctl -b -o short-precise --no-pager -u corosync -u pacemaker | tail -n {lines}")
+        out: dict[str, str] = {}
+
+        def one(h) -> None:
+            try:
+                res = h.run(cmd, check=False, timeout=60)
+                out[h.name] = (res.stdout + res.stderr).rstrip()
+            except Exception as e:  # noqa: BLE001 - a node that does not answer is itself the news
+                out[h.name] = f"(no answer: {e})"
+        on_each(one, self.hosts)
+        return "\n".join(f"===== {h.name}\n{out.get(h.name, '')}" for h in self.hosts)
 
     def status(self) -> str:
         """``crm_mon -1rf`` as text, for the reader."""
@@ -296,12 +313,8 @@ class Pacemaker:
             except (CommandError, ET.ParseError, HostUnreachable):
                 pass
             if time.monotonic() > deadline:
-                detail = ""
-                try:
-                    detail = self.status()
-                except Exception:  # noqa: BLE001 - the error below matters more
-                    pass
-                raise TimeoutError(f"pacemaker: not {what} after {timeout:.0f} s; last state {st}\n{detail}")
+                raise TimeoutError(f"pacemaker: not {what} after {timeout:.0f} s; last state {st}\n"
+                                   + self.diagnostics())
             time.sleep(1.0)
 
     def active(self) -> str | None:

@@ -111,6 +111,24 @@ def test_cable_pull_and_plug(lab):
     assert [e.kind for e in lab.events[-2:]] == ["cable_pull", "cable_plug"]
 
 
+def test_the_switches_send_nothing_of_their_own(lab):
+    """The namespace's bridges and taps speak no IPv6: a cable pull changes two links (the
+    detached tap, the bridge's MAC), and with IPv6 on they sent router solicitations into the
+    guests that kept a balance-rr bond's pulled slave alive (results/studies/
+    bond-rr-namespace-ipv6-20261205.txt).  The guests' own IPv6 still crosses the bridges."""
+    from hautils.lab import netns
+
+    name = lab.backend.netns
+    assert netns.ipv6_disabled(name)
+    lab.cable_pull("beta", "eth0")
+    lab.cable_plug("beta", "eth0")
+    out = subprocess.run(["ip", "netns", "exec", name, "ip", "-6", "-o", "addr", "show"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "", f"IPv6 addresses on the lab's own links: {out}"
+    beta6 = lab["beta"].run("ip -6 -o addr show dev eth0 scope link").stdout.split()[3].split("/")[0]
+    assert lab["alpha"].run(f"ping -6 -c 3 -W 2 {beta6}%eth0", check=False).ok  # the guests' IPv6 is theirs
+
+
 def test_partition_and_heal(lab):
     a = lab["alpha"]
     lab.partition(["alpha"], ["beta"])
