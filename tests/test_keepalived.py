@@ -531,3 +531,9 @@ def test_deploy_writes_both_routers_then_restarts_conntrackd_before_keepalived(t
     # nopreempt: whoever holds the addresses
     gw1.addrs, gw2.addrs = ADDRS_BACKUP, ADDRS_MASTER
     assert Keepalived(topo, advert_int=0.1, preempt=False).deploy(lab) == "gw2"
+
+
+def test_settle_s_is_one_master_down_interval_and_a_margin(topo):
+    """A settled pair: the master held the addresses longer than a silent backup would wait."""
+    assert Keepalived(topo).settle_s() == pytest.approx(3 + 156 / 256 + 0.5)
+    assert Keepalived(topo, advert_int=0.1).settle_s() == 1.0

@@ -530,6 +530,15 @@ def ospf_lab() -> tuple[FakeLab, dict]:
     def live(*pairs):
         return [gw for router, gw in pairs if up[router] and router not in lab.off]
 
+    def batched(answer):
+        """flow_paths asks for many sources in one command: '<cmd> 2>/dev/null; echo '#'; ...'."""
+        def run(cmd):
+            if " 2>/dev/null; echo '#'" not in cmd:
+                return answer(cmd)
+            pieces = [c.strip("; ") for c in cmd.split(" 2>/dev/null; echo '#'") if c.strip("; ")]
+            return 0, "".join(answer(c)[1] + "\n#\n" for c in pieces), ""
+        return run
+
     def router1(cmd):
         if cmd == "ip -j route show 10.10.15.0/24":
             return 0, route("10.10.15.0/24", live(("patha", "10.10.11.1"), ("pathb", "10.10.13.1"))), ""
@@ -556,7 +565,7 @@ def ospf_lab() -> tuple[FakeLab, dict]:
             return 0, "", ""
         return answer
 
-    lab.hosts["router1"].answer, lab.hosts["router2"].answer = router1, router2
+    lab.hosts["router1"].answer, lab.hosts["router2"].answer = batched(router1), batched(router2)
     lab.hosts["patha"].answer, lab.hosts["pathb"].answer = path("patha"), path("pathb")
     adj = "ospfd", "[HBN2F-ZVDDQ] AdjChg: Nbr 192.168.103.92(default) on eth2:10.10.11.2: Full -> Deleted (InactivityTimer)"
     lab.hosts["router1"].lines = [(5.02, *adj)]
@@ -761,7 +770,10 @@ def test_crossing_source_prefers_both_ways_and_pin_flows_refuses_one_way():
     assert networking.crossing_source(lab, "patha", ["10.10.10.2"]) == "10.10.10.2"  # one way is better than none
     assert networking.crossing_source(lab, "patha", ["10.10.10.2"], both_ways_only=True) is None
     with pytest.raises(RuntimeError, match="crosses patha, pathb both ways"):
-        networking.pin_flows(lab, sources=["10.10.10.2"])
+        networking.pin_flows(lab, sources=["10.10.10.2"], sleep=lambda s: None)
+    # one command per end router for every source, not two per source
+    assert networking.flow_paths(lab, ["10.10.10.2", "10.10.10.2"]) == {"10.10.10.2": {"out": "patha", "back": "pathb"}}
+    assert lab.hosts["router1"].runs[-1].count("ip -j route get") == 2
 
 
 def test_kernel_journal_lines_are_timed_when_the_kernel_logged_them():
@@ -1006,3 +1018,21 @@ def test_bond_mode_pulls_builds_each_mode_and_waits_for_the_peers_bond(icmp, mon
     assert seen == [("balance-rr", None, 100, None, None, [("peer", "balance-rr")]),
                     ("broadcast", None, 100, None, False, [("peer", "broadcast")])]
     assert all(r.trials.error.isna().all() for r in runs.values())
+
+
+def test_wait_ecmp_waits_for_both_next_hops_twice():
+    """Right after convergence an end router may route through one path only: pin_flows waits."""
+    lab, up = ospf_lab()
+    up["pathb"] = False
+    naps = []
+
+    def sleep(s):
+        naps.append(s)
+        if len(naps) == 3:
+            up["pathb"] = True
+
+    assert networking.wait_ecmp(lab, sleep=sleep) == {"router1": ["patha", "pathb"], "router2": ["patha", "pathb"]}
+    assert len(naps) == 4  # one more reading after the route had both next hops
+    up["pathb"] = False
+    with pytest.raises(TimeoutError, match="not all of patha, pathb on both ends"):
+        networking.wait_ecmp(lab, timeout=0, sleep=lambda s: None)

@@ -50,7 +50,7 @@ from ..services.keepalived import CONNTRACKD_CONF, VRRP_MARKS, holders, wait_mas
 
 __all__ = ["bond_cable_pull", "bond_marks", "bond_throughput", "bond_setup", "bond_mode_pulls", "BRIDGED_PEER_MODES", "vrrp_power_failure", "conntrackd_session", "CONNTRACKD_MARKS",
            "ospf_event", "ospf_sequence",
-           "ospf_marks", "adjacency_drops", "flow_path", "flow_sources", "crossing_source", "pin_flows",
+           "ospf_marks", "adjacency_drops", "flow_path", "flow_paths", "wait_ecmp", "flow_sources", "crossing_source", "pin_flows",
            "ospf_paper_test", "route_nexthops", "OSPF_FLOW", "OSPF_SEQUENCE", "ADJ_DOWN", "ADJ_FULL",
            "VRRP_MARKS"]
 
@@ -429,7 +429,7 @@ def vrrp_power_failure(lab, routers: Sequence[str], client: str, target_ip: str,
     for s in services:
         if not re.fullmatch(r"[A-Za-z0-9@._-]+", s):
             raise ValueError(f"services: {s!r} is not a systemd unit name")
-    stable_s = max(1.0, 2 * vrrp.failover_bound()) if vrrp is not None else 3.0
+    stable_s = vrrp.settle_s() if vrrp is not None else 3.0
     name = label or ("VRRP power failure" + (f" (advert_int {vrrp.advert_int:g} s)" if vrrp is not None else ""))
     slug = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
 
@@ -875,8 +875,9 @@ def crossing_source(lab, router: str, sources: Sequence[str], *, both_ways_only:
     back, not necessarily the same one: this asks both end routers (:func:`flow_path`)."""
     f = _flow(lab, flow)
     one_way = None
+    paths = flow_paths(lab, sources, **f)
     for src in sources:
-        p = flow_path(lab, **{**f, "client_ip": src})
+        p = paths[src]
         if p["out"] == router and p["back"] == router:
             return src
         if one_way is None and router in (p["out"], p["back"]):
@@ -884,15 +885,62 @@ def crossing_source(lab, router: str, sources: Sequence[str], *, both_ways_only:
     return None if both_ways_only else one_way
 
 
+def flow_paths(lab, sources: Sequence[str], **flow: Any) -> dict[str, dict[str, str | None]]:
+    """:func:`flow_path` for many client addresses at once: one command per end router, not two
+    per address (an SSH command costs about 0.1 s of a UML guest: 20 sources took 2.3 s one by
+    one).  Returns ``{source: {"out": router, "back": router}}``."""
+    f = _flow(lab, flow)
+    sources = [_ipv4(s, "sources") for s in sources]
+    owners = _address_owners(lab.topology)
+    (r1, i1), (r2, i2) = f["ingress"], f["egress"]
+
+    def ask(router: str, template: str) -> list[str]:
+        cmd = "; ".join(template.format(src=s) + " 2>/dev/null; echo '#'" for s in sources)
+        parts = lab[router].run(cmd, timeout=30).stdout.split("#\n")
+        return [(route_nexthops(p.strip() or "[]", owners) or [None])[0] for p in parts[:len(sources)]]
+
+    out = ask(r1, f"ip -j route get {f['target']} from {{src}} iif {i1}")
+    back = ask(r2, f"ip -j route get {{src}} from {f['target']} iif {i2}")
+    return {s: {"out": o, "back": b} for s, o, b in zip(sources, out, back)}
+
+
+def wait_ecmp(lab, routers: Sequence[str] = ("patha", "pathb"), *, timeout: float = 60, poll_s: float = 0.5,
+              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+              **flow: Any) -> dict[str, list[str]]:
+    """Wait until both end routers route the flow's networks through every one of ``routers``
+    and two readings ``poll_s`` apart agree.  Right after OSPF has converged (every network has a
+    route) the equal-cost route can still be one next hop, or change its nexthop group: a
+    lookup then answered patha for 18 of 20 sources out of router1, and pathb for 8 of them 3 s
+    later.  Returns the next hops per end router."""
+    f = _flow(lab, flow)
+    routers = [_host(lab, r, "routers") for r in routers]
+    owners = _address_owners(lab.topology)
+    deadline, last = clock() + timeout, None
+    while True:
+        hops = _routes(lab, f, owners)
+        ok = all(set(routers) <= set(h) for h in hops.values())
+        if ok and hops == last:
+            return hops
+        last = hops if ok else None
+        if clock() > deadline:
+            raise TimeoutError(f"wait_ecmp: after {timeout:g} s the next hops are {hops}, not all of "
+                               f"{', '.join(routers)} on both ends (is OSPF up on every path router?)")
+        sleep(poll_s)
+
+
 def pin_flows(lab, routers: Sequence[str] = ("patha", "pathb"), *, sources: Sequence[str] | None = None,
-              **flow: Any) -> dict[str, str]:
-    """A source address on the client for each path router whose flow crosses it both ways, now
-    (:func:`crossing_source`; ``sources`` default: :func:`flow_sources`).  Returns
-    ``{router: address}``; raises naming the routers no source pins."""
+              timeout_s: float = 60, sleep: Callable[[float], None] = time.sleep, **flow: Any) -> dict[str, str]:
+    """A source address on the client for each path router whose flow crosses it both ways, once
+    both end routers have their equal-cost routes through every one of ``routers``
+    (:func:`wait_ecmp`, :func:`flow_paths`; ``sources`` default: :func:`flow_sources`).
+    Returns ``{router: address}``; raises naming the routers no source pins."""
     f = _flow(lab, flow)
     routers = [_host(lab, r, "routers") for r in routers]
     sources = list(sources) if sources is not None else flow_sources(lab, **flow)
-    found = {r: crossing_source(lab, r, sources, both_ways_only=True, **f) for r in routers}
+    wait_ecmp(lab, routers, timeout=timeout_s, sleep=sleep, **f)
+    paths = flow_paths(lab, sources, **f)
+    found = {r: next((s for s in sources if paths[s]["out"] == r and paths[s]["back"] == r), None)
+             for r in routers}
     missing = [r for r, src in found.items() if src is None]
     if missing:
         raise RuntimeError(f"pin_flows: no source among {sources[0]}..{sources[-1]} crosses "

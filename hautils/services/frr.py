@@ -62,10 +62,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import CommandError
+from ..ssh import on_each
 from ..topology import Host as TopoHost
 from ..topology import MGMT_IFACE, Topology, load
 from . import render
@@ -417,9 +417,8 @@ class Frr:
         in the lab (a restart of FRR costs seconds of a UML guest's CPU)."""
         hosts = list(hosts)
         t = time.monotonic()
-        with ThreadPoolExecutor(max(1, len(hosts))) as ex:
-            list(ex.map(self.install, hosts))
-            list(ex.map(lambda h: self.start(h, timeout=timeout), hosts))
+        on_each(self.install, hosts)
+        on_each(lambda h: self.start(h, timeout=timeout), hosts)
         self.wait_converged(hosts, timeout=timeout)
         return time.monotonic() - t
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..ssh import on_each
 from . import render
 
 
@@ -96,8 +96,7 @@ class Heartbeat:
         t = time.time()
         # both at once: a node that starts alone waits for its peer (initdead), and each start
         # costs seconds in a UML guest
-        with ThreadPoolExecutor(len(self.hosts)) as pool:
-            list(pool.map(lambda h: h.run("systemctl start heartbeat", timeout=120), self.hosts))
+        on_each(lambda h: h.run("systemctl start heartbeat", timeout=120), self.hosts)
         # rscstatus: "all"/"local" = this node holds its own group ("foreign" = the peer's too)
         self.hosts[0].wait_for("cl_status rscstatus 2>/dev/null | grep -qxE 'all|local'", timeout=timeout)
         return time.time() - t

@@ -49,7 +49,6 @@ import math
 import re
 import shlex
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import CommandError
@@ -252,6 +251,13 @@ class Keepalived:
         the bound the chapter checks a VRRP failover against (plus the lab's own delays)."""
         return 3 * self.advert_int + (256 - self.priorities[1]) / 256 * self.advert_int
 
+    def settle_s(self) -> float:
+        """How long one master must hold the addresses before the pair counts as settled: a
+        backup that hears no advertisement claims the addresses within :meth:`failover_bound`
+        of its start, so one bound plus half a second of polling shows that none will (it was
+        two bounds: 7.2 s of waiting per settle with ``advert_int 1``, for nothing)."""
+        return max(1.0, self.failover_bound() + 0.5)
+
     # -- life cycle (in the lab) -----------------------------------------------------------------
 
     def install(self, host) -> str:
@@ -296,17 +302,16 @@ class Keepalived:
             raise ValueError("this configuration drives conntrackd (conntrackd=True): pass the Conntrackd "
                              "whose files its notify script needs")
         hosts = [lab[r] for r in self.routers]
-        with ThreadPoolExecutor(len(hosts)) as ex:
-            if conntrackd is not None:
-                list(ex.map(conntrackd.install, hosts))
-            list(ex.map(self.install, hosts))
+        if conntrackd is not None:
+            on_each(conntrackd.install, hosts)
+        on_each(self.install, hosts)
         command = "systemctl enable keepalived >/dev/null 2>&1; systemctl restart keepalived"
         if conntrackd is not None:
             command = (f"systemctl enable conntrackd >/dev/null 2>&1; rm -f {shlex.quote(conntrackd.lockfile)}; "
                        "systemctl restart conntrackd && " + command)
         lab.run_all(hosts, command, timeout=timeout)
         return wait_master(hosts, self.vips, expected=self.routers[0] if self.preempt else None,
-                           timeout=timeout, stable_s=max(1.0, 2 * self.failover_bound()))
+                           timeout=timeout, stable_s=self.settle_s())
 
     def master(self, hosts) -> str | None:
         """The router that holds every virtual address now, or None (see :func:`master_of`)."""
