@@ -108,6 +108,7 @@ class Lab:
         self._is_up = False
         self._atexit_registered = False
         self._prev_sigterm = None
+        self._bmc = None  # the virtual power switch (bmc()), started on first use
 
     # -- lifecycle ---------------------------------------------------------
     def up(self, progress: bool = True, timeout: float = DEFAULT_BOOT_TIMEOUT) -> "Lab":
@@ -175,6 +176,9 @@ class Lab:
 
         Returns only when they are gone: every VM process has exited and been reaped (a
         bounded wait after SIGKILL of its process group; LabError names what survived)."""
+        if self._bmc is not None:
+            self._bmc.stop()
+            self._bmc = None
         for h in self.hosts.values():
             h.close()
         removed = state.cleanup(self.name)
@@ -357,6 +361,24 @@ class Lab:
         t = b.kill(host)
         self._record()
         return self._event(t, "power_off", host)
+
+    def is_on(self, host: str) -> bool:
+        """Whether the VM's power is on (its kernel process runs), whatever its guest is doing."""
+        return self._need_up()._vm(self.resolve(host)).running
+
+    def bmc(self, port: int | None = None):
+        """The lab's virtual power switch (:class:`hautils.lab.bmc.Bmc`): a Redfish service on the
+        namespace's management address through which a guest fences another with the stock
+        ``fence_redfish`` agent.  Started on first use, stopped by :meth:`down`."""
+        from .bmc import DEFAULT_PORT, Bmc
+
+        b = self._need_up()
+        if self._bmc is None:
+            self._bmc = Bmc(self, list(self.topology.hosts), address=str(self.topology.mgmt_gateway.ip),
+                            port=DEFAULT_PORT if port is None else port, namespace=b.netns).start()
+        elif port is not None and port != self._bmc.port:
+            raise LabError(f"lab {self.name!r}: the virtual BMC already listens on port {self._bmc.port}")
+        return self._bmc
 
     def power_on(self, host: str, wait: bool = True, timeout: float = DEFAULT_BOOT_TIMEOUT) -> float:
         """Boot the VM again on the same disks; with ``wait``, return once it answers SSH."""

@@ -175,6 +175,35 @@ def test_power_off_and_on_keeps_disks_and_host_key(lab):
     assert a.address in kh.read_text()
 
 
+def test_a_guest_fences_another_through_the_virtual_bmc(lab):
+    """beta runs Debian's stock fence_redfish against the lab's virtual power switch, as a cluster
+    node fences a peer: status, off (alpha's VM is gone, as after lab.power_off), on (it boots)."""
+    bmc = lab.bmc()
+    beta, alpha = lab["beta"], lab["alpha"]
+
+    def agent(action: str, **over: str):
+        argv = bmc.agent_argv("alpha", action)
+        argv = [next((f"--{k}={v}" for k, v in over.items() if a.startswith(f"--{k}=")), a) for a in argv]
+        return beta.run(" ".join(argv), check=False, timeout=120)
+
+    r = agent("status")
+    assert r.ok and "Status: ON" in r.stdout, r.stdout + r.stderr
+    assert not agent("status", password="guess").ok  # the switch wants the lab's password
+    pgid = lab.backend.vms["alpha"].pgid
+    r = agent("off")
+    assert r.ok, r.stdout + r.stderr
+    assert not lab.is_on("alpha") and state.group_pids(pgid) == []
+    beta_mgmt = str(lab.topology.hosts["beta"].mgmt.address.ip)
+    assert [(e.host, e.reset, e.done, e.client) for e in bmc.log] == [("alpha", "ForceOff", "off", beta_mgmt)]
+    assert "Status: OFF" in agent("status").stdout
+    assert pings(beta, "192.168.103.10") == 0
+    r = agent("on")
+    assert r.ok and lab.is_on("alpha"), r.stdout + r.stderr
+    lab.wait_booted("alpha")
+    assert alpha.run("hostname").stdout.strip() == "alpha"
+    assert bmc.log[-1].done == "on"
+
+
 def test_changed_host_key_is_refused(lab, tmp_path):
     from hautils.ssh import Host
 
