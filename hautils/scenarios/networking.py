@@ -661,11 +661,7 @@ def flow_path(lab, **flow: Any) -> dict[str, str | None]:
     which picks among ECMP next hops as a forwarded packet would), so the chapter can show the
     path before each trial, and name the router that carries the flow as the paper's pathA."""
     f = _flow(lab, flow)
-    owners = _address_owners(lab.topology)
-    (r1, i1), (r2, i2) = f["ingress"], f["egress"]
-    out = lab[r1].run(f"ip -j route get {f['target']} from {f['client_ip']} iif {i1}", timeout=30).stdout
-    back = lab[r2].run(f"ip -j route get {f['client_ip']} from {f['target']} iif {i2}", timeout=30).stdout
-    return {"out": (route_nexthops(out, owners) or [None])[0], "back": (route_nexthops(back, owners) or [None])[0]}
+    return flow_paths(lab, [f["client_ip"]], **f)[f["client_ip"]]
 
 
 def _routes(lab, f, owners) -> dict[str, list[str]]:
