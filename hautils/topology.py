@@ -32,6 +32,7 @@ MEM_RE = re.compile(r"^(\d+)\s*([MG])i?B?$", re.I)
 SIZE_RE = re.compile(r"^(\d+)\s*([MG])i?B?$", re.I)
 DEFAULT_MGMT = "172.31.255.0/24"
 MGMT_IFACE = "mgmt0"
+DISK_CONTENTS = {"container"}  # see Disk.content
 PACKAGE_GROUPS = {"base", "storage", "routing", "cluster", "sip", "database"}
 HOST_KEYS = {"name", "role", "memory", "disks", "links", "routes", "forwarding", "packages", "description"}
 TOP_KEYS = {"name", "description", "paper", "management", "networks", "hosts", "virtual_ips", "figure"}
@@ -61,6 +62,9 @@ class Link:
 class Disk:
     name: str
     size_mb: int
+    # what the disk holds when the lab starts: "" nothing (sparse zeros), "container": an ext4
+    # filesystem with the course's container root (hautils.lab.container; chapter 4's guest)
+    content: str = ""
 
 
 @dataclass(frozen=True)
@@ -290,7 +294,10 @@ def parse(data: dict[str, Any], source: str = "<memory>", check_memory: bool = T
             size = _parse_size(ctx, dwhere, "size", d.get("size", ""), SIZE_RE, {"M": 1, "G": 1024})
             if size < 1:
                 raise ctx.fail(dwhere, "size", "a disk needs at least 1M")
-            disks.append(Disk(str(d["name"]), size))
+            content = str(d.get("content") or "")
+            if content and content not in DISK_CONTENTS:
+                raise ctx.fail(dwhere, "content", f"{content!r}: a disk holds one of {sorted(DISK_CONTENTS)} (or nothing)")
+            disks.append(Disk(str(d["name"]), size, content))
         if len(disks) > 15:
             raise ctx.fail(where, "disks", "at most 15 extra disks (ubdb..ubdp)")
 

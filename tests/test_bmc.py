@@ -77,6 +77,8 @@ def test_fence_redfish_walk_off_and_on(bmc):
         ("node0", "ForceOff", "off", "127.0.0.1"), ("node0", "ForceOff", "none", "127.0.0.1"),
         ("node0", "On", "on", "127.0.0.1")]
     assert b.log[0].time == 100.0 and b.log[2].time == 200.0
+    # every read of a system's state is kept apart: a fence agent reads before it switches
+    assert [(e.host, e.reset, e.done) for e in b.queries] == [("node0", "status", "On"), ("node0", "status", "Off")]
 
 
 def test_restart_is_off_then_on_and_nmi_is_refused(bmc):

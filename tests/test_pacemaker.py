@@ -206,3 +206,108 @@ def test_a_timeout_reports_every_node_and_layer():
     assert "===== iscsi-server1\n(no answer: iscsi-server1: no SSH answer)" in text
     for layer in ("corosync-cfgtool -s", "corosync-quorumtool -s", "crm_mon -1", "-u corosync -u pacemaker"):
         assert layer in a.commands[0]
+
+
+# -- the thesis's three-node cluster (chapter 4b) ------------------------------------------------
+
+class FakeBmc:
+    def fence_params(self, host):
+        return {"ip": "172.31.255.1", "ipport": "8443", "username": "fence", "password": "pw", "ssl_insecure": "1",
+                "systems_uri": f"/redfish/v1/Systems/{host}", "pcmk_host_list": host}
+
+
+def guest_cluster(**kw):
+    from hautils.services.pacemaker import GuestCluster
+    return GuestCluster([FakeHost(n) for n in ("node0", "node1", "node2")],
+                        ["192.168.103.85", "192.168.103.98", "192.168.103.92"], bmc=FakeBmc(), **kw)
+
+
+def test_three_nodes_vote_no_two_node_and_the_token_includes_the_third_nodes_share():
+    conf = guest_cluster().corosync_conf()
+    assert "two_node" not in conf.split("quorum {")[1]
+    assert re.search(r"^\s*token: 3000$", conf, re.M) and "3650 ms" in conf
+    assert conf.count("ring0_addr:") == 3
+
+
+def test_guest_cluster_fences_every_node_from_elsewhere_and_stops_without_quorum():
+    crm = guest_cluster().crm_config()
+    assert re.search(r"stonith-enabled=true", crm) and "stonith-action=off" in crm and "no-quorum-policy=stop" in crm
+    for n in ("node0", "node1", "node2"):
+        assert re.search(rf"primitive st_{n} stonith:fence_redfish \\\n\s+params .*systems_uri=\"/redfish/v1/Systems/{n}\""
+                         rf".*pcmk_host_list=\"{n}\"", crm)
+        assert re.search(rf"^location l_st_{n} st_{n} -inf: {n}$", crm, re.M)  # never fences itself
+    # the stock agents: the disk, then the container, in a group
+    assert "primitive p_fs ocf:heartbeat:Filesystem" in crm and "primitive p_guest ocf:heartbeat:lxc" in crm
+    assert re.search(r"^group g_guest p_fs p_guest$", crm, re.M)
+
+
+def test_the_lean_agent_mounts_itself_and_the_lean_init_replaces_systemd():
+    from hautils.lab import container
+    gc = guest_cluster(agent="ocf:hautils:container", init=container.LEAN_INIT)
+    crm = gc.crm_config()
+    assert "p_fs" not in crm and "group" not in crm.split("p_guest")[1]
+    assert re.search(r'primitive p_guest ocf:hautils:container \\\n\s+params container=guest config=/var/lib/lxc/guest/config '
+                     r'device="/dev/disk/by-label/guest" directory="/var/lib/lxc/guest/rootfs"', crm)
+    conf = gc.lxc_config()
+    assert f"lxc.init.cmd = {container.LEAN_INIT}" in conf
+    assert "lxc.init.cmd" not in guest_cluster().lxc_config()  # the default: the guest's systemd
+    for line in ("lxc.rootfs.path = dir:/var/lib/lxc/guest/rootfs", "lxc.net.0.type = macvlan",
+                 "lxc.net.0.ipv4.address = 192.168.103.99/24", "lxc.net.0.hwaddr = 02:00:c0:a8:67:63"):
+        assert line in conf
+
+
+def test_guest_cluster_refuses_no_fencing_and_unknown_agents():
+    from hautils.services.pacemaker import GuestCluster
+    with pytest.raises(ValueError, match="bmc=lab.bmc"):
+        GuestCluster([FakeHost("a"), FakeHost("b"), FakeHost("c")], ["1", "2", "3"])
+    with pytest.raises(ValueError, match="agent="):
+        guest_cluster(agent="ocf:heartbeat:VirtualDomain")
+
+
+def test_the_lean_agent_is_valid_sh_and_prints_its_metadata(tmp_path):
+    import subprocess
+    from pathlib import Path
+    agent = Path(pacemaker.__file__).parent / "files" / "container.ocf"
+    assert subprocess.run(["sh", "-n", str(agent)]).returncode == 0
+    out = subprocess.run(["sh", str(agent), "meta-data"], capture_output=True, text=True)
+    assert out.returncode == 0 and '<resource-agent name="container"' in out.stdout
+    for p in ("container", "config", "device", "directory"):
+        assert f'<parameter name="{p}"' in out.stdout
+    # without its parameters it is not configured (OCF_ERR_CONFIGURED), not "running"
+    assert subprocess.run(["sh", str(agent), "monitor"], env={"PATH": "/usr/bin:/bin"}).returncode == 6
+
+
+CIB = """<cib><configuration><nodes><node id="1" uname="node0"/><node id="2" uname="node1"/><node id="3" uname="node2"/></nodes>
+<resources><primitive id="st_node0"/><group id="g"><primitive id="p_fs"/><primitive id="p_guest"/></group></resources></configuration>
+<status>
+ <node_state uname="node0" crmd="online" in_ccm="true"><lrm><lrm_resources><lrm_resource id="st_node0"/><lrm_resource id="p_fs"/><lrm_resource id="p_guest"/></lrm_resources></lrm></node_state>
+ <node_state uname="node1" crmd="online" in_ccm="1733390000"><lrm><lrm_resources><lrm_resource id="st_node0"/></lrm_resources></lrm></node_state>
+ <node_state uname="node2" crmd="offline" in_ccm="false"/>
+</status></cib>"""
+
+
+def test_unprobed_names_nodes_still_joining_and_resources_not_yet_probed():
+    from hautils.services.pacemaker import unprobed
+    assert unprobed(CIB) == {"node1": ["p_fs", "p_guest"], "node2": ["offline"]}
+    done = CIB.replace('<lrm_resource id="st_node0"/></lrm_resources></lrm></node_state>\n <node_state uname="node2" crmd="offline" in_ccm="false"/>',
+                       '<lrm_resource id="st_node0"/><lrm_resource id="p_fs"/><lrm_resource id="p_guest"/></lrm_resources></lrm></node_state>\n'
+                       ' <node_state uname="node2" crmd="online" in_ccm="true"><lrm><lrm_resources><lrm_resource id="st_node0"/>'
+                       '<lrm_resource id="p_fs"/><lrm_resource id="p_guest"/></lrm_resources></lrm></node_state>')
+    assert unprobed(done) == {}
+
+
+def test_guest_phase_marks_split_a_guest_failover_as_the_survivors_logged_it():
+    from hautils.services.pacemaker import GUEST_PHASE_MARKS
+    t = 1000.0
+    journal = [  # lines of a recorded trial (node1 lost; node0 the DC, node2 the new owner)
+        (t + 2.62, "corosync: [TOTEM ] A new membership (1.1a) was formed. Members left: 2"),
+        (t + 4.15, "pacemaker-schedulerd: Actions: Fence (off) node1 'peer is no longer part of the cluster'"),
+        (t + 4.20, "pacemaker-fenced: Requesting peer fencing (off) targeting node1"),
+        (t + 5.59, "pacemaker-fenced: Operation 'off' targeting node1 by node0 for pacemaker-controld.1019@node0: OK (complete)"),
+        (t + 5.59, "pacemaker-controld: Peer node1 was terminated (off) by node0 on behalf of pacemaker-controld.1019@node0: OK"),
+        (t + 10.88, "pacemaker-controld: Result of start operation for p_fs on node2: ok"),
+        (t + 12.9, "pacemaker-controld: Result of start operation for p_guest on node2: ok"),
+    ]
+    ph = analysis.phases(journal, GUEST_PHASE_MARKS, t, t + 12.5, final="container start")
+    assert [p.name for p in ph] == [*GUEST_PHASE_MARKS, "container start"]
+    assert [round(p.duration, 2) for p in ph] == [2.62, 1.58, 1.39, 5.29, 1.62]

@@ -87,6 +87,8 @@ def test_macs_unique_stable_and_locally_administered():
      ["host 'a' routes[0]", "'via'", "on none of this host's networks"]),
     (lambda d: d["hosts"][0]["disks"][0].update(size="big"),
      ["host 'a' disks[0]", "'size'"]),
+    (lambda d: d["hosts"][0]["disks"][0].update(content="windows"),
+     ["host 'a' disks[0]", "'content'", "'windows'", "container"]),
     (lambda d: d["networks"][1].update(subnet="10.10.10.0/33"),
      ["network 'br10'", "'subnet'"]),
     (lambda d: d["networks"][1].update(subnet="172.31.255.0/25"),

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .. import topology as _topology
 from ..errors import HostUnreachable, LabError
 from ..ssh import Host
-from . import image as _image, netns, state
+from . import container as _container, image as _image, netns, state
 from .uml import UMLBackend
 
 __all__ = ["Lab", "Event", "require_root"]
@@ -121,6 +121,8 @@ class Lab:
             raise LabError(f"lab {self.name!r} is already up (or a crashed run left it): "
                            f"`hautils lab down {self.name}` removes it")
         img = _image.build(progress=progress)
+        if any(d.content == "container" for h in self.topology.hosts.values() for d in h.disks):
+            _container.build(progress=progress)  # the disk that holds chapter 4's guest
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         self.workdir.mkdir(parents=True)

@@ -112,6 +112,9 @@ class Bmc:
         self.username = username
         self.password = password or secrets.token_urlsafe(12)
         self.log: list[PowerEvent] = []
+        # every power-state read of a system (``reset="status"``, ``done`` = the state answered):
+        # a fence agent reads first, and a node that is already off is fenced by that read alone
+        self.queries: list[PowerEvent] = []
         self._lock = threading.Lock()  # one power change at a time, as a real PDU outlet
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -275,8 +278,10 @@ class _Handler(BaseHTTPRequestHandler):
         if m and not m.group(2) and m.group(1) in self.bmc.hosts:
             host = m.group(1)
             target = f"{SYSTEMS}/{host}/Actions/ComputerSystem.Reset"
+            state = self.bmc.state(host)
+            self.bmc.queries.append(PowerEvent(time.time(), host, "status", state, self.client_address[0]))
             return self._send(200, {"@odata.id": f"{SYSTEMS}/{host}", "Id": host, "Name": host,
-                                    "PowerState": self.bmc.state(host),
+                                    "PowerState": state,
                                     "Actions": {"#ComputerSystem.Reset": {
                                         "target": target, "ResetType@Redfish.AllowableValues": list(RESETS)}}})
         self._error(404, f"no resource {self.path}")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..errors import LabError
 from ..topology import Host as HostSpec, Link, Topology
-from . import netns, state
+from . import container, netns, state
 
 UML_BINARY = "/usr/bin/linux"
 MGMT_BRIDGE = "mgmt"
@@ -246,10 +246,13 @@ class UMLBackend:
         return cmd
 
     def prepare_disks(self, host: str) -> None:
-        """Sparse extra disks, made once per lab (a reboot keeps their content)."""
+        """Extra disks, made once per lab (a reboot keeps their content): sparse, or a
+        filesystem holding the container's root (``content: container``)."""
         for disk in self._vm(host).spec.disks:
             p = self.workdir / f"{host}-{disk.name}.img"
-            if not p.exists():
+            if not p.exists() and disk.content == "container":
+                container.make_disk(p, disk.size_mb)
+            elif not p.exists():
                 with open(p, "wb") as f:
                     f.truncate(disk.size_mb * 1024 * 1024)
 
