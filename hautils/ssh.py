@@ -106,6 +106,57 @@ def parse_journal_json(text: str) -> list[JournalLine]:
     return lines
 
 
+class Follower:
+    """A command's output as it comes (``journalctl -f``), read on its own SSH channel until
+    :meth:`stop` or until the host dies.  What a host said in its last seconds before it was
+    switched off is then kept here, on the machine that watched, not lost with the guest's
+    page cache."""
+
+    def __init__(self, host: "Host", command: str):
+        self.host, self.command = host, command
+        self._buf = io.BytesIO()
+        self._lock = threading.Lock()
+        transport = host.connect().get_transport()
+        assert transport is not None
+        try:
+            self._chan = transport.open_session(timeout=10)
+            self._chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HostUnreachable(host.name, f"while starting `{command}`: {e}") from None
+        self._chan.settimeout(0.5)
+        self._thread = threading.Thread(target=self._read, name=f"follow-{host.name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self._chan.recv(65536)
+            except socket.timeout:
+                if self._chan.closed:
+                    return
+                continue
+            except (paramiko.SSHException, OSError, EOFError):
+                return
+            if not data:  # EOF: stopped, or the connection died with the host
+                return
+            with self._lock:
+                self._buf.write(data)
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return self._buf.getvalue().decode(errors="replace")
+
+    def stop(self, timeout: float = 5.0) -> str:
+        """End the command (closing its channel ends it on the host) and return all it printed."""
+        try:
+            self._chan.close()
+        except Exception:  # noqa: BLE001 - a dead host's channel is closed already
+            pass
+        self._thread.join(timeout)
+        return self.text
+
+
 class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
     """Trust a host key the first time (inside the private lab network), then insist on it."""
 
@@ -346,6 +397,16 @@ class Host:
         if since is not None:
             cmd += f" --since=@{since:.6f}"
         return parse_journal_json(self.run(cmd, timeout=60).stdout)
+
+    def follow(self, command: str) -> Follower:
+        """Start ``command`` and keep reading its output in the background (:class:`Follower`)."""
+        return Follower(self, command)
+
+    def follow_journal(self) -> Follower:
+        """The journal from now on, as JSON (``journalctl -f``; :func:`parse_journal_json` reads
+        ``.stop()``'s text): what a host logs up to the moment it is powered off."""
+        return self.follow("journalctl -f -n 0 -o json --no-pager -q "
+                           "--output-fields=MESSAGE,_SYSTEMD_UNIT,SYSLOG_IDENTIFIER,_SOURCE_MONOTONIC_TIMESTAMP")
 
     def wait_for(self, command: str, timeout: float = 60.0, interval: float = 0.5) -> Result:
         """Run ``command`` until it succeeds (e.g. waiting for a DRBD sync); raise on timeout."""

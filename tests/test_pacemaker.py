@@ -147,6 +147,10 @@ def test_crm_mon_parsing_and_started():
     assert not pm.started(st2)
     st3 = parse_crm_mon(CRM_MON.replace('role="Promoted"', 'role="Unpromoted"'))
     assert not pm.started(st3)
+    # a node that just rejoined: online, but its controller has not joined yet (crm_mon: pending)
+    st4 = parse_crm_mon(CRM_MON.replace('<node name="iscsi-server0" id="1" online="true"',
+                                        '<node name="iscsi-server0" id="1" online="true" pending="true"'))
+    assert st4.online == ["iscsi-server1"] and st4.offline == ["iscsi-server0"]
 
 
 def test_phase_marks_split_a_failover():

@@ -15,14 +15,26 @@ through the BMC, mount the shared disk and start the container; the fenced node 
 
 from __future__ import annotations
 
+import re
 import time
 
 from .. import probes
 from ..experiment import Experiment, Trial
 from ..services.pacemaker import GUEST_PHASE_MARKS
+from ..ssh import parse_journal_json
 
 CLIENT = "iscsi-server"
 NODES = ("node0", "node1", "node2")
+
+#: What the node cut off alone says in its journal, read as it happens over the management
+#: network (the partition cuts the cluster network only): its own view of losing quorum,
+#: pacemaker's reaction under ``no-quorum-policy=stop``, and the stop of the guest.
+LONE_MARKS = {
+    "lone: membership shrinks": r"\[TOTEM \] A new membership .* was formed",
+    "lone: quorum lost": r"This node is within the non-primary component|[Qq]uorum lost",
+    "lone: stop ordered": r"Initiating stop operation p_(guest|fs)_stop|Requesting local execution of stop operation for p_(guest|fs) ",
+    "lone: guest stopped": r"Result of stop operation for p_guest on .*: ok",
+}
 
 
 def fence_events(bmc, since: float) -> list:
@@ -84,3 +96,88 @@ def guest_power_failure(lab, gc, *, hz: float = 10, before_s: float = 2, after_s
         during=during, restore=restore, marks=GUEST_PHASE_MARKS, journals=lambda t: t.survivors,
         final_phase="container start", verify=after_ping, diagnose=diagnose, before_s=before_s, after_s=after_s, timeout_s=timeout_s,
         stall_s=0.5)
+
+
+def _by_mgmt(lab) -> dict[str, str]:
+    """Management address -> host name: the BMC knows its clients by address."""
+    return {str(h.mgmt.address.ip): h.name for h in lab.topology.hosts.values() if h.mgmt is not None}
+
+
+def quorum_partition(lab, gc, *, hz: float = 10, before_s: float = 2, after_s: float = 2,
+                     timeout_s: float = 180, name: str = "quorum partition") -> Experiment:
+    """Cut the node that runs the guest off from the two others (and from the disk server) on
+    the cluster network, while the client pings the guest and fetches its page.
+
+    Both sides act on their own: the lone node has 1 vote of 3, loses quorum and, with
+    ``no-quorum-policy=stop``, stops what it runs; the two others have 2 of 3, keep quorum,
+    fence the lone node through the BMC (a node that cannot be heard may still write to the
+    disk) and start the guest.  The lone node's journal is read live over the management
+    network (:meth:`hautils.ssh.Host.follow_journal`) up to the moment its power goes.
+
+    Row: ``from`` (the lone node), ``to``, ``downtime_s`` (ping), ``web downtime_s``,
+    ``majority quorate`` and ``lone fenced`` (1/0), ``fenced by``, ``BMC saw``, the lone node's
+    own steps (:data:`LONE_MARKS`, s after the cut) and the survivors' phases.  ``restore``
+    heals the network and powers the fenced node on; it rejoins by itself, and
+    ``rejoined after heal_s`` is the time until every node is online again."""
+    client = lab[CLIENT]
+    url = f"http://{gc.guest_ip}/"
+    by_mgmt = _by_mgmt(lab)
+
+    def prepare(t: Trial) -> None:
+        gc.wait_online(timeout=600)
+        gc.wait_started(600)
+        gc.wait_idle()
+        victim = gc.active()
+        lone = next(h for h in gc.hosts if h.name == victim)
+        t.set(victim=victim, lone=lone, survivors=[h for h in gc.hosts if h.name != victim])
+        t.row["from"] = victim
+        t.watch = lone.follow_journal()
+
+    def probe(t: Trial) -> dict:
+        return {"ping": probes.icmp(client, gc.guest_ip, hz=hz, name=f"quorum-ping-{t.index}"),
+                "web": probes.http(client, url, hz=hz, name=f"quorum-web-{t.index}")}
+
+    def fault(t: Trial) -> float:
+        return lab.partition([*(h.name for h in t.survivors), CLIENT], [t.victim])
+
+    def recovered(t: Trial) -> None:
+        for p in t.probes.values():
+            p.wait_recovered(t.fault_time, timeout=timeout_s, max_latency=0.5)
+
+    def during(t: Trial) -> None:
+        t.row["to"] = gc.active()
+        t.row["majority runs guest"] = int(t.row["to"] in {h.name for h in t.survivors})
+        q = t.survivors[0].run("corosync-quorumtool -s", check=False, timeout=60).stdout
+        t.row["majority quorate"] = int(bool(re.search(r"^Quorate:\s+Yes", q, re.M)))
+        asked = [e for e in fence_events(gc.bmc, t.fault_time) if e.host == t.victim]
+        t.row["lone fenced"] = int(any(e.done == "off" for e in asked) and not lab.is_on(t.victim))
+        t.row["fenced by"] = by_mgmt.get(asked[0].client, asked[0].client) if asked else None
+        t.row["BMC saw"] = ", ".join(f"{e.reset}:{e.done}" for e in asked)
+        t.row["fence after_s"] = round(next((e.time for e in asked if e.done == "off"), float("nan"))
+                                       - t.fault_time, 2)
+
+    def lone_steps(t: Trial) -> dict:
+        t.lone_lines = [ln for ln in parse_journal_json(t.watch.stop()) if ln.time >= t.fault_time - 0.5]
+        row = {}
+        for step, pattern in LONE_MARKS.items():
+            hit = next((ln for ln in t.lone_lines if ln.time >= t.fault_time and re.search(pattern, ln.message)), None)
+            row[f"{step} after_s"] = round(hit.time - t.fault_time, 2) if hit else None
+        return row
+
+    def restore(t: Trial) -> None:  # and measure the rejoin: heal, power on, all nodes online
+        healed = lab.heal()
+        if not lab.is_on(t.victim):
+            lab.power_on(t.victim)
+        gc.wait_online(timeout=600)
+        t.row["rejoined after heal_s"] = round(time.time() - healed, 2)
+
+    def diagnose(t: Trial, e: BaseException) -> str:
+        if getattr(t, "watch", None) is not None:
+            t.watch.stop()
+        return gc.diagnostics()
+
+    return Experiment(
+        name, prepare=prepare, probe=probe, fault=fault, recovered=recovered, during=during,
+        verify=lone_steps, restore=restore, marks=GUEST_PHASE_MARKS, journals=lambda t: t.survivors,
+        final_phase="container start", diagnose=diagnose, before_s=before_s, after_s=after_s,
+        timeout_s=timeout_s, stall_s=0.5)

@@ -97,8 +97,10 @@ def parse_crm_mon(xml: str) -> ClusterState:
                         "active": r.get("active") == "true", "failed": r.get("failed") == "true", "node": n})
     return ClusterState(
         dc=dc.get("name") if dc is not None and dc.get("present") == "true" else None,
-        online=[n.get("name") for n in nodes if n.get("online") == "true"],
-        offline=[n.get("name") for n in nodes if n.get("online") != "true"],
+        # a node that rejoined is "online" before its controller has joined ("pending"): not yet
+        # a member that can run anything, and ``crm_mon`` still shows it as pending
+        online=[n.get("name") for n in nodes if n.get("online") == "true" and n.get("pending") != "true"],
+        offline=[n.get("name") for n in nodes if n.get("online") != "true" or n.get("pending") == "true"],
         resources=res,
     )
 
