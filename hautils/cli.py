@@ -62,7 +62,7 @@ def lab_up(topology: str, name: str | None) -> None:
     from .lab import Lab
 
     try:
-        lab = Lab(topology, name=name, keep=True)
+        lab = Lab(topology, name=name, keep=True, backend="uml")  # this command boots UML VMs
         t = time.monotonic()
         lab.up()
         click.echo(f"lab {lab.name} up in {time.monotonic() - t:.1f} s")
