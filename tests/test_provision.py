@@ -84,3 +84,26 @@ def test_provision_prints_the_command_limited_to_the_chapters_hosts(tmp_path, mo
 def test_playbook_vars_prints_the_file():
     r = CliRunner().invoke(cli.main, ["lab", "playbook-vars"])
     assert r.exit_code == 0 and r.output == provision.render_vars().rstrip() + "\n"
+
+
+def test_the_example_inventory_is_the_vagrantfiles_storage_lab(tmp_path):
+    """labs/inventory.example.yml matches labs/storage.yaml and what labs/Vagrantfile makes
+    (Vagrant itself does not run here: its keys are stand-ins)."""
+    from hautils.lab import inventory
+
+    labs = provision.REPO / "labs"
+    (tmp_path / "inv.yml").write_text((labs / "inventory.example.yml").read_text())
+    storage = topology.load("storage", check_memory=False)
+    for name in storage.hosts:
+        key = tmp_path / ".vagrant" / "machines" / name / "libvirt" / "private_key"
+        key.parent.mkdir(parents=True)
+        key.write_text("")
+    hosts = inventory.load(tmp_path / "inv.yml").for_topology(storage)
+    vagrantfile = (labs / "Vagrantfile").read_text()
+    assert 'YAML.load_file(File.join(__dir__, "storage.yaml"))' in vagrantfile
+    assert 'lv.default_prefix = "hautils_"' in vagrantfile and 'MGMT_NET = "10.203.0"' in vagrantfile
+    for i, (name, h) in enumerate(hosts.items()):
+        assert h.allow_destructive and h.user == "root"
+        assert h.power == {"method": "virsh", "hypervisor": "localhost", "domain": f"hautils_{name}"}
+        assert h.address == f"10.203.0.{11 + i}"  # the Vagrantfile's mgmt0 addresses, in the topology's order
+        assert h.links["eth0"] == storage.hosts[name].links[0].address
