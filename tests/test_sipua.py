@@ -198,6 +198,8 @@ def test_registers_with_digest_then_fails_over_when_the_first_goes_silent(regist
         # it stays with server1 while server1 answers
         assert ua.register()[0] == "sip-server1"
         assert log.events[-1]["failover"] is False
+        assert ua.register(expires=0)[0] == "sip-server1" and log.events[-1]["event"] == "unregistered"
+        assert ua.current is None
     finally:
         ua.close()
 

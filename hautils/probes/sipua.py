@@ -29,7 +29,7 @@ Events (key ``event``): ``start``, ``resolved`` (targets in order), ``timeout`` 
 got no final answer from ``server``), ``registered`` (``server``, ``target``, ``expires``,
 ``ms`` the whole registration took, ``failover`` true when it is not the server of the last
 registration), ``register_failed``, ``call`` (``to``, ``status``, ``ms``, ``server``),
-``incoming`` (a request this phone answered), ``options``, ``stopped``.
+``incoming`` (a request this phone answered), ``options``, ``unregistered``, ``stopped``.
 """
 
 import argparse
@@ -414,13 +414,19 @@ class UserAgent:
                 if 200 <= resp.status < 300:
                     failover = self.current is not None and self.current != target
                     self.current = target
+                    if expires == 0:
+                        self.current = None
+                        self.log("unregistered", server=where, target=target[0])
+                        return target
                     got = self._granted_expires(resp)
                     self.log("registered", server=where, target=target[0], expires=got,
                              ms=round((time.time() - t0) * 1000, 1), failover=failover)
                     return target
                 self.log("register_failed", server=where, target=target[0], status=resp.status,
                          reason=resp.reason)
-                return None
+                if resp.status >= 500:  # the server is there but cannot serve: RFC 3263 4.3, next
+                    continue
+                return None  # refused (a wrong password): another server would refuse it too
             if rounds == 0:  # every target failed: the records may have changed
                 order = self.resolve()
         self.current = None

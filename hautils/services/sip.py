@@ -52,7 +52,10 @@ CONF = "/etc/kamailio/kamailio.cfg"  # the path Debian's kamailio.service reads 
 DB_DIR = "/etc/kamailio/dbtext"
 #: auth_db's table version in kamailio 5.6 (utils/kamctl/dbtext/kamailio/version: subscriber:7)
 SUBSCRIBER_VERSION = 7
-SUBSCRIBER_HEADER = "id(int,auto) username(string) domain(string) password(string) ha1(string) ha1b(string)"
+#: kamailio's own db_text schema for the table, except that ``password`` may be null: db_text
+#: refuses to load a table with an empty non-null field ("null value not allowed - field 3"),
+#: and the clear-text password is exactly what this table leaves out
+SUBSCRIBER_HEADER = "id(int,auto) username(string) domain(string) password(string,null) ha1(string) ha1b(string)"
 VERSION_HEADER = "id(int,auto) table_name(string) table_version(int)"
 #: where kamailio -c names an error: "... config file /etc/kamailio/kamailio.cfg, line 12, column 3-9: ..."
 LOCATION_RE = re.compile(r"(?:file |cfg file )?(?P<file>/[^\s,:]+)[,:]? ?line (?P<line>\d+)")
