@@ -16,7 +16,7 @@ import pytest
 from hautils import topology
 from hautils.errors import CommandError
 from hautils.services.dns import LOCAL, NAMED_CONF, OPTIONS, Dns, Srv, locate
-from hautils.ssh import Result
+from fakes import RecordingHost
 
 SIP = Path(__file__).resolve().parents[1] / "labs" / "sip.yaml"
 
@@ -95,25 +95,8 @@ def test_resolv_conf_points_at_the_server(topo):
     assert "nameserver 192.168.103.98\nsearch lab.uoc\n" in r
 
 
-class FakeHost:
-    def __init__(self, name="dns-server", answers=None):
-        self.name, self.answers = name, answers or {}
-        self.puts: list[tuple[str, str, int]] = []
-        self.runs: list[str] = []
-
-    def put(self, path, data, mode=0o644):
-        self.puts.append((path, data, mode))
-
-    def run(self, command, check=True, timeout=60.0):
-        self.runs.append(command)
-        status, out, err = 0, "", ""
-        for prefix, answer in self.answers.items():
-            if command.startswith(prefix):
-                status, out, err = answer
-        if check and status:
-            raise CommandError(self.name, command, status, out, err)
-        return Result(self.name, command, status, out, err, 0.0)
-
+def FakeHost(name="dns-server", answers=None):
+    return RecordingHost(name, answers)
 
 def test_install_writes_then_checks_with_bind_tools(topo):
     d, h = Dns(topo, serial=1), FakeHost(answers={"named-checkzone": (0, "zone lab.uoc/IN: loaded serial 1\nOK\n", "")})

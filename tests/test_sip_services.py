@@ -20,7 +20,7 @@ import pytest
 from hautils import topology
 from hautils.errors import CommandError
 from hautils.services.sip import CONF, DB_DIR, Kamailio, User, ha1
-from hautils.ssh import Result
+from fakes import RecordingHost
 
 SIP = Path(__file__).resolve().parents[1] / "labs" / "sip.yaml"
 
@@ -104,27 +104,8 @@ def test_config_refuses_a_stranger(topo):
         Kamailio(topo).config("phone100")
 
 
-class FakeHost:
-    def __init__(self, name="sip-server0", answers=None):
-        self.name, self.answers = name, answers or {}
-        self.puts: list[tuple[str, str, int]] = []
-        self.runs: list[str] = []
-
-    def put(self, path, data, mode=0o644):
-        self.puts.append((path, data, mode))
-
-    def run(self, command, check=True, timeout=60.0):
-        self.runs.append(command)
-        status, out, err = 0, "", ""
-        for prefix, answer in self.answers.items():
-            if command.startswith(prefix):
-                status, out, err = answer
-        if "EPOCHREALTIME" in command:
-            out = "1733300000,500000\n"
-        if check and status:
-            raise CommandError(self.name, command, status, out, err)
-        return Result(self.name, command, status, out, err, 0.0)
-
+def FakeHost(name="sip-server0", answers=None):
+    return RecordingHost(name, answers)
 
 def test_install_writes_tables_then_checks(topo):
     h = FakeHost(answers={"kamailio -c": (0, "", "config file ok, exiting...\n")})

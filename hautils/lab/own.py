@@ -354,10 +354,14 @@ class InventoryBackend(Backend):
         where, argv = self._power(name, "off")
         if where == "self":
             return self._crash(name, argv)
-        r = self._do(name, "off")
+        return self._switch(name, "off", argv)
+
+    def _switch(self, name: str, action: str, argv: list[str]) -> float:
+        """Run the power method's ``action``; the time it reported done, or a LabError with its output."""
+        r = self._do(name, action)
         t = time.time()
         if r.returncode != 0:
-            raise LabError(f"host {name}: power off with `{_show(argv)}` failed (exit {r.returncode}): "
+            raise LabError(f"host {name}: power {action} with `{_show(argv)}` failed (exit {r.returncode}): "
                            f"{(r.stderr or r.stdout).strip()[-300:]}")
         return t
 
@@ -386,12 +390,7 @@ class InventoryBackend(Backend):
 
     def power_on(self, name: str) -> float:
         where, argv = self._power(name, "on")  # sysrq: an InventoryError saying to start it by hand
-        r = self._do(name, "on")
-        t = time.time()
-        if r.returncode != 0:
-            raise LabError(f"host {name}: power on with `{_show(argv)}` failed (exit {r.returncode}): "
-                           f"{(r.stderr or r.stdout).strip()[-300:]}")
-        return t
+        return self._switch(name, "on", argv)
 
     def is_on(self, name: str) -> bool:
         m = self.machines[name]

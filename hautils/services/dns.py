@@ -40,9 +40,8 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
-from ..errors import CommandError
 from ..topology import Topology, load
-from . import render
+from . import render, tool_check
 
 __all__ = ["Dns", "Srv", "NAMED_CONF", "OPTIONS", "LOCAL", "SIP_PORT", "locate"]
 
@@ -216,16 +215,7 @@ class Dns:
     # -- life cycle (in the lab) -----------------------------------------------------------------
 
     def _check(self, host, command: str, path: str) -> str:
-        res = host.run(command, check=False, timeout=60)
-        out = (res.stdout + res.stderr).strip()
-        if not res.ok:
-            where = locate(out)
-            at = f"{where[0]} line {where[1]}" if where else path
-            raise CommandError(host.name, command, res.exit_status, res.stdout,
-                               f"{at} rejected by {command.split()[0]} on {host.name}: {out or 'no message'}\n"
-                               "(the file is hautils.services.dns's rendering: fix the option or the "
-                               "template, then install again)")
-        return out
+        return tool_check(host, command, path, command.split()[0], "dns", where=LOCATION_RE)
 
     def check(self, host) -> str:
         """BIND's own checks on ``host``: ``named-checkconf`` (named.conf and its includes) and

@@ -42,9 +42,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from ..errors import CommandError
 from ..topology import Topology, load
-from . import render
+from . import render, tool_check
 
 __all__ = ["Kamailio", "User", "CONF", "DB_DIR", "ha1"]
 
@@ -195,17 +194,8 @@ class Kamailio:
         """kamailio's own check on ``host``: ``kamailio -c -f PATH`` parses the file, loads every
         module with its parameters and fixes up the script (an unknown function, a wrong
         parameter count).  Raises ``CommandError`` naming the file and line it reports."""
-        command = f"kamailio -c -f {shlex.quote(path)}"
-        res = host.run(command, check=False, timeout=120)
-        out = (res.stdout + res.stderr).strip()
-        if not res.ok:
-            m = LOCATION_RE.search(out)
-            at = f"{m['file']} line {m['line']}" if m else path
-            raise CommandError(host.name, command, res.exit_status, res.stdout,
-                               f"{at} rejected by kamailio -c on {host.name}: {out or 'no message'}\n"
-                               "(the file is hautils.services.sip's rendering: fix the option or the "
-                               "template, then install again)")
-        return out
+        return tool_check(host, f"kamailio -c -f {shlex.quote(path)}", path, "kamailio -c", "sip",
+                          where=LOCATION_RE, timeout=120)
 
     def install(self, host) -> str:
         """Write the configuration and the credential tables on ``host`` (readable by the
