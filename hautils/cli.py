@@ -5,6 +5,7 @@
     hautils lab status
     hautils lab ssh storage iscsi-client 'cat /proc/cmdline'
     hautils lab down storage        # or --all after a crashed run
+    hautils lab provision -i my-vms.yml -t storage   # your own machines: install what chapters need
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def lab_up(topology: str, name: str | None) -> None:
     from .lab import Lab
 
     try:
-        lab = Lab(topology, name=name, keep=True)
+        lab = Lab(topology, name=name, keep=True, backend="uml")  # this command boots UML VMs
         t = time.monotonic()
         lab.up()
         click.echo(f"lab {lab.name} up in {time.monotonic() - t:.1f} s")
@@ -173,6 +174,51 @@ def lab_inventory(name: str) -> None:
         _fail(e)
     click.echo(f"# hautils lab inventory {name}: the {lab.topology.name} lab's VMs ({lab.topology.source})")
     click.echo(yaml.safe_dump(from_lab(lab), sort_keys=False, default_flow_style=False).rstrip())
+
+
+@lab.command("playbook-vars")
+@click.option("--write", is_flag=True, help="Write labs/ansible/hautils-vars.yml instead of printing it.")
+def lab_playbook_vars(write: bool) -> None:
+    """Print the provisioning playbook's variables (packages, kernel modules, services), generated
+    from the lab image's lists so that the two never differ."""
+    from .lab import provision
+
+    text = provision.render_vars()
+    if write:
+        provision.VARS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        provision.VARS_FILE.write_text(text)
+        click.echo(f"wrote {provision.VARS_FILE}")
+    else:
+        click.echo(text.rstrip())
+
+
+@lab.command("provision", context_settings={"ignore_unknown_options": True})
+@click.option("--inventory", "-i", "inventory", required=True, envvar="HAUTILS_INVENTORY",
+              help="Your machines' Ansible inventory (default: $HAUTILS_INVENTORY).")
+@click.option("--topology", "-t", help="Only the hosts this chapter's topology needs (checked against the inventory).")
+@click.option("--print", "print_", is_flag=True, help="Print the ansible-playbook command instead of running it.")
+@click.argument("ansible_args", nargs=-1, type=click.UNPROCESSED)
+def lab_provision(inventory: str, topology: str | None, print_: bool, ansible_args: tuple[str, ...]) -> None:
+    """Install what the chapters need on your own machines: runs labs/provision.yml with
+    ansible-playbook (extra arguments after the options go to it, e.g. --check).
+
+    Example: `hautils lab provision -i my-vms.yml -t storage --print`."""
+    import subprocess
+
+    from . import topology as _topology
+    from .lab import provision
+
+    try:
+        topo = _topology.load(topology, check_memory=False) if topology else None
+        exe = "ansible-playbook" if print_ and not os.environ.get("ANSIBLE_PLAYBOOK") else None
+        cmd = provision.command(inventory, topo, exe=exe, extra=list(ansible_args))
+    except (LabError, TopologyError) as e:
+        _fail(e)
+    if print_:
+        click.echo(provision.shell(cmd))
+        return
+    click.echo(f"$ {provision.shell(cmd)}", err=True)
+    sys.exit(subprocess.run(cmd).returncode)
 
 
 @lab.command("down")

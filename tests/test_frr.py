@@ -20,6 +20,7 @@ from hautils.services import frr as frr_mod
 from hautils.services import render
 from hautils.services.frr import CONF, DAEMONS, OPTIONAL_DAEMONS, READY_SCRIPT, READY_UNIT, Frr
 from hautils.ssh import Result
+from fakes import RecordingHost
 
 ROUTING = Path(__file__).resolve().parents[1] / "labs" / "routing.yaml"
 
@@ -376,26 +377,9 @@ def test_a_missing_template_variable_is_an_error(topo, monkeypatch, which):
 
 # -- life cycle with a fake host -------------------------------------------------------------------
 
-class FakeHost:
+def FakeHost(name, vtysh=(0, "", "")):
     """Records what install/start would do over SSH; ``vtysh`` is what ``vtysh -C`` answers."""
-
-    def __init__(self, name, vtysh=(0, "", "")):
-        self.name, self.vtysh = name, vtysh
-        self.puts: list[tuple[str, str, int]] = []
-        self.runs: list[str] = []
-
-    def put(self, path, data, mode=0o644):
-        self.puts.append((path, data, mode))
-
-    def run(self, command, check=True, timeout=60.0):
-        self.runs.append(command)
-        status, out, err = self.vtysh if command.startswith("vtysh -C") else (0, "", "")
-        if "EPOCHREALTIME" in command:
-            out = "1733300000,250000\n"
-        if check and status:
-            raise CommandError(self.name, command, status, out, err)
-        return Result(self.name, command, status, out, err, 0.0)
-
+    return RecordingHost(name, {"vtysh -C": vtysh}, {"EPOCHREALTIME": "1733300000,250000\n"})
 
 def test_install_writes_both_files_then_checks_with_vtysh(topo):
     f, h = Frr(topo, bfd=True), FakeHost("patha")

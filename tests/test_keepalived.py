@@ -22,7 +22,7 @@ from hautils.services import keepalived as ka
 from hautils.services import render
 from hautils.services.keepalived import (CONF, CONNTRACKD_CONF, NAT_UNIT, NOTIFY_SCRIPT, RULES, STATE_RE, VRRP_MARKS,
                                          Conntrackd, Keepalived, Nat, holders, master_of, wait_master)
-from hautils.ssh import Result
+from fakes import RecordingHost
 
 GATEWAY = Path(__file__).resolve().parents[1] / "labs" / "gateway.yaml"
 
@@ -321,29 +321,16 @@ def test_a_missing_template_variable_is_an_error(topo, monkeypatch, call):
 
 # -- the tools' checks on a fake host -------------------------------------------------------------------
 
-class FakeHost:
-    def __init__(self, name="gw1", answers=None, addrs=""):
-        self.name, self.answers, self.addrs = name, answers or {}, addrs
-        self.puts: list[tuple[str, str, int]] = []
-        self.runs: list[str] = []
+class FakeHost(RecordingHost):
+    """``addrs``: what ``ip -o -4 addr show`` prints (a test moves the addresses between calls)."""
 
-    def put(self, path, data, mode=0o644):
-        self.puts.append((path, data, mode))
+    def __init__(self, name="gw1", answers=None, addrs=""):
+        super().__init__(name, answers)
+        self.addrs = addrs
 
     def run(self, command, check=True, timeout=60.0):
-        self.runs.append(command)
-        status, out, err = 0, "", ""
-        for prefix, answer in self.answers.items():
-            if command.startswith(prefix):
-                status, out, err = answer
-        if command == "ip -o -4 addr show":
-            out = self.addrs
-        if "EPOCHREALTIME" in command:
-            out = "1733300000,500000\n"
-        if check and status:
-            raise CommandError(self.name, command, status, out, err)
-        return Result(self.name, command, status, out, err, 0.0)
-
+        self.outputs["ip -o -4 addr show"] = self.addrs
+        return super().run(command, check, timeout)
 
 def test_keepalived_install_writes_then_checks(topo):
     k, h = Keepalived(topo, advert_int=0.1), FakeHost("gw2")

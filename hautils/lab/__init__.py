@@ -1,5 +1,11 @@
 """``Lab``: a set of real Linux machines wired as a topology says, configured over SSH, broken on demand.
 
+The machines come from a backend (:mod:`hautils.lab.backend`): ``uml`` (the default) boots them
+as User-Mode Linux VMs on this machine; ``inventory`` uses the user's own machines, listed in an
+Ansible inventory (:mod:`hautils.lab.own`)::
+
+    Lab("storage", backend="inventory", inventory="storage.yml")  # or HAUTILS_BACKEND/HAUTILS_INVENTORY
+
 ::
 
     with Lab("storage") as lab:          # boots every VM, waits for SSH
@@ -30,7 +36,8 @@ from tqdm import tqdm
 from .. import topology as _topology
 from ..errors import HostUnreachable, LabError
 from ..ssh import Host
-from . import container as _container, image as _image, netns, state
+from . import backend as _backend, container as _container, image as _image, netns, state
+from .backend import Backend
 from .uml import UMLBackend
 
 __all__ = ["Lab", "Event", "require_root"]
@@ -89,10 +96,13 @@ def _abs_source(source: str) -> str:
     return str(p.resolve()) if p.exists() else source
 
 class Lab:
-    """A running lab of UML VMs built from a topology (a name in ``labs/``, a path, or a ``Topology``)."""
+    """A running lab built from a topology (a name in ``labs/``, a path, or a ``Topology``): UML VMs
+    (``backend="uml"``) or the user's machines from an Ansible inventory (``backend="inventory"``,
+    ``inventory=`` a path).  ``backend=None`` takes ``$HAUTILS_BACKEND`` (default ``uml``);
+    ``inventory=None`` takes ``$HAUTILS_INVENTORY``."""
 
     def __init__(self, topology: str | os.PathLike | _topology.Topology, name: str | None = None,
-                 keep: bool = False):
+                 keep: bool = False, backend: str | None = None, inventory: str | os.PathLike | None = None):
         self.topology = topology if isinstance(topology, _topology.Topology) else _topology.load(topology)
         if self.topology.figure:
             raise LabError(f"{self.topology.source} is a figure (figure: true): it is drawn with "
@@ -101,10 +111,19 @@ class Lab:
         if not _topology.NAME_RE.match(self.name) or len(self.name) > 12:
             raise LabError(f"lab name {self.name!r}: up to 12 lowercase letters, digits and '-'")
         self.keep = keep  # True: VMs outlive this Python process (the CLI's `lab up`)
+        self.backend_kind = _backend.choose(backend)
+        self.inventory = None
+        if self.backend_kind == "inventory":
+            from .own import inventory_path
+
+            self.inventory = inventory_path(inventory)
+        elif inventory is not None:
+            raise LabError(f"inventory={str(inventory)!r} is for the inventory backend, and this lab's backend is "
+                           f"{self.backend_kind!r}: pass backend='inventory' (or set HAUTILS_BACKEND=inventory)")
         self.workdir = workdir_for(self.name)
         self.events: list[Event] = []
         self.hosts: dict[str, Host] = {}
-        self.backend: UMLBackend | None = None
+        self.backend: Backend | None = None
         self._is_up = False
         self._atexit_registered = False
         self._prev_sigterm = None
@@ -112,7 +131,13 @@ class Lab:
 
     # -- lifecycle ---------------------------------------------------------
     def up(self, progress: bool = True, timeout: float = DEFAULT_BOOT_TIMEOUT) -> "Lab":
-        """Create the network, boot every VM in parallel and wait until each answers SSH."""
+        """Create the network, boot every VM in parallel and wait until each answers SSH.
+
+        On the inventory backend: wait until every machine answers SSH, run the preflight (a
+        :class:`~hautils.lab.preflight.PreflightError` with the table of what is missing stops
+        here) and give each the topology's names in /etc/hosts."""
+        if self.backend_kind != "uml":
+            return self._up_own(progress, timeout)
         require_root()
         require_tools()
         if self._is_up:
@@ -131,12 +156,9 @@ class Lab:
         self._record()
         self._register_cleanup()
         try:
-            self.backend.create_network()
             for h in self.topology.hosts.values():
                 self.hosts[h.name] = self._host(h.name)
-            t0 = time.time()
-            for h in self.topology.hosts:
-                self.backend.start(h)
+            t0 = self.backend.boot()  # the network, then every VM
             self._record()
             self.wait_ready(list(self.topology.hosts), timeout=timeout, progress=progress)
             self.boot_seconds = time.time() - t0
@@ -151,6 +173,31 @@ class Lab:
             with ThreadPoolExecutor(len(self.hosts)) as ex:
                 list(ex.map(settle, self.hosts.values()))
             self._check_reachable_from_record()
+        except BaseException:
+            self.down()
+            raise
+        self._is_up = True
+        return self
+
+    def _up_own(self, progress: bool, timeout: float) -> "Lab":
+        """``up`` on the user's machines: nothing to boot, everything to check."""
+        from .own import InventoryBackend
+
+        if self._is_up:
+            return self
+        b = InventoryBackend(self.topology, self.inventory, self.name)
+        self.backend = b
+        try:
+            b.boot()
+            for h in self.topology.hosts:
+                self.hosts[h] = self._host(h)
+            t0 = time.time()
+            self.wait_ready(list(self.topology.hosts), timeout=timeout, progress=progress)
+            self.boot_seconds = time.time() - t0
+            b.preflight()
+            hosts_file = self.topology.hosts_file()
+            with ThreadPoolExecutor(len(self.hosts)) as ex:
+                list(ex.map(lambda h: b.install_hosts_file(h, hosts_file), self.hosts))
         except BaseException:
             self.down()
             raise
@@ -181,6 +228,12 @@ class Lab:
         if self._bmc is not None:
             self._bmc.stop()
             self._bmc = None
+        if self.backend_kind != "uml":  # the user's machines stay; faults still in place are undone
+            removed = self.backend.teardown() if self.backend is not None else []
+            for h in self.hosts.values():
+                h.close()
+            self._is_up = False
+            return removed
         for h in self.hosts.values():
             h.close()
         removed = state.cleanup(self.name)
@@ -215,6 +268,8 @@ class Lab:
             signal.signal(signal.SIGTERM, on_term)
 
     def _record(self) -> None:
+        if self.backend_kind != "uml":
+            return  # nothing on this machine to clean up after a crash
         vms = {}
         if self.backend:
             vms = {h: {"pgid": vm.pgid, "started": vm.started} for h, vm in self.backend.vms.items()}
@@ -231,7 +286,7 @@ class Lab:
         rec = state.read(name)
         if rec is None:
             raise LabError(f"no lab {name!r} is up; running labs: {', '.join(state.labs()) or 'none'}")
-        lab = cls(rec["topology"], name=name, keep=True)
+        lab = cls(rec["topology"], name=name, keep=True, backend="uml")
         key = lab.workdir / "id_ed25519"
         try:
             pub = key.with_suffix(".pub").read_text()
@@ -248,11 +303,8 @@ class Lab:
         return lab
 
     def _host(self, name: str) -> Host:
-        spec = self.topology.hosts[name]
-        addr = str(spec.mgmt.address.ip)
-        ns = f"{state.NETNS_PREFIX}{self.name}"
-        return Host(name, addr, self.workdir / "id_ed25519", self.workdir / "known_hosts",
-                    connector=lambda timeout: netns.connect(ns, addr, 22, timeout))
+        assert self.backend is not None
+        return self.backend.host(name)
 
     def wait_ready(self, hosts: list[str], timeout: float = DEFAULT_BOOT_TIMEOUT, progress: bool = True) -> None:
         """Wait until every host answers a command over SSH; a VM that dies or hangs fails with its console."""
@@ -261,11 +313,10 @@ class Lab:
         bar = tqdm(total=len(hosts), desc=f"boot {self.name}", unit="host", disable=not progress)
 
         def wait(host: str) -> None:
-            vm = self.backend.vms[host]
             while True:
-                if not vm.running:
-                    raise LabError(f"VM {host} exited during boot (status {vm.proc.returncode if vm.proc else '?'}); "
-                                   f"console ({self.backend.console_log(host)}):\n{self.backend.console_tail(host)}")
+                problem = self.backend.boot_problem(host)
+                if problem:
+                    raise LabError(problem)
                 try:
                     self.hosts[host].run("true", timeout=20)
                     bar.update()
@@ -278,8 +329,7 @@ class Lab:
                                    "boot (a power failure before it was synced?). `hautils lab down "
                                    f"{self.name}` and up again gives it a fresh disk") from e
                 if time.monotonic() > deadline:
-                    raise LabError(f"VM {host} did not answer SSH within {timeout:.0f} s; "
-                                   f"console ({self.backend.console_log(host)}):\n{self.backend.console_tail(host)}")
+                    raise LabError(self.backend.no_answer(host, timeout))
                 time.sleep(0.3)
 
         try:
@@ -315,18 +365,7 @@ class Lab:
         accounting is not to be trusted under UML: a probe that sent on time, three wakeups per
         attempt, once read 87 % of a CPU inside the guest.  The difference over a window is what
         running something in the VM cost the machine, to 10 ms (the host's clock tick)."""
-        vm = self._need_up().vms[self.resolve(host)]
-        if vm.pgid is None:
-            raise LabError(f"host {host!r} is powered off: it uses no CPU")
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in state.group_pids(vm.pgid):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # exited meanwhile
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        return total / tick
+        return self._need_up().cpu_seconds(self.resolve(host))
 
     def clock_offsets(self, hosts=None, samples: int = 20) -> dict[str, float]:
         """``{host: seconds its clock is ahead of the machine's}`` for ``hosts`` (default: all),
@@ -334,7 +373,9 @@ class Lab:
         sets its clock at boot, up to ~14 ms off: subtract before comparing times of two hosts."""
         from .. import clock
 
-        self._need_up()
+        if self._need_up().kind != "uml":
+            raise LabError(f"lab {self.name!r}: clock offsets are measured from the UML lab's namespace; on your "
+                           "own machines keep their clocks synchronised (chrony or systemd-timesyncd) instead")
         return clock.offsets(self, list(hosts) if hosts is not None else list(self.topology.hosts), samples)
 
     def run_all(self, hosts, command: str, **kw):
@@ -345,7 +386,7 @@ class Lab:
         with ThreadPoolExecutor(max(1, len(targets))) as ex:
             return list(ex.map(lambda h: h.run(command, **kw), targets))
 
-    def _need_up(self) -> UMLBackend:
+    def _need_up(self) -> Backend:
         if self.backend is None:
             raise LabError(f"lab {self.name!r} is not up: call lab.up() first")
         return self.backend
@@ -356,17 +397,19 @@ class Lab:
 
     # -- faults ----------------------------------------------------------------
     def power_off(self, host: str) -> float:
-        """Pull the VM's power: SIGKILL its process group.  Returns the time of the kill."""
+        """Pull the VM's power: SIGKILL its process group.  Returns the time of the kill.
+        (Own machines: the host's ``power:`` method, see :mod:`hautils.lab.own`.)"""
         b = self._need_up()
         host = self.resolve(host)
         self[host].close()
-        t = b.kill(host)
+        t = b.power_off(host)
         self._record()
         return self._event(t, "power_off", host)
 
     def is_on(self, host: str) -> bool:
-        """Whether the VM's power is on (its kernel process runs), whatever its guest is doing."""
-        return self._need_up()._vm(self.resolve(host)).running
+        """Whether the VM's power is on (its kernel process runs), whatever its guest is doing.
+        (Own machines: the power method's status, else whether SSH answers within 5 s.)"""
+        return self._need_up().is_on(self.resolve(host))
 
     def bmc(self, port: int | None = None):
         """The lab's virtual power switch (:class:`hautils.lab.bmc.Bmc`): a Redfish service on the
@@ -375,6 +418,9 @@ class Lab:
         from .bmc import DEFAULT_PORT, Bmc
 
         b = self._need_up()
+        if not isinstance(b, UMLBackend):
+            raise LabError(f"lab {self.name!r}: the virtual BMC is the UML lab's power switch; on your own "
+                           "machines fence through their real power method (virsh, IPMI, Redfish)")
         if self._bmc is None:
             self._bmc = Bmc(self, list(self.topology.hosts), address=str(self.topology.mgmt_gateway.ip),
                             port=DEFAULT_PORT if port is None else port, namespace=b.netns).start()
@@ -386,7 +432,7 @@ class Lab:
         """Boot the VM again on the same disks; with ``wait``, return once it answers SSH."""
         b = self._need_up()
         host = self.resolve(host)
-        t = b.start(host)
+        t = b.power_on(host)
         self._record()
         self._event(t, "power_on", host)
         if wait:
@@ -398,19 +444,20 @@ class Lab:
         lab's /etc/hosts again), e.g. once other work has overlapped its boot."""
         host = self.resolve(host)
         self.wait_ready([host], timeout=timeout, progress=False)
-        self[host].put("/etc/hosts", self.topology.hosts_file())
+        if self.backend_kind == "uml":  # (own machines keep their /etc/hosts block across boots)
+            self[host].put("/etc/hosts", self.topology.hosts_file())
 
     def cable_pull(self, host: str, iface: str = "eth0") -> float:
-        """Unplug a NIC: detach its tap from the bridge (the guest sees no carrier change, as on UML)."""
+        """Unplug a NIC: detach its tap from the bridge (the guest sees no carrier change, as on UML).
+        (Own machines: ``ip link set down`` from inside, a replug timer armed first.)"""
         b = self._need_up()
         host = self.resolve(host)
-        return self._event(b.set_master(b.tap(host, iface), None), "cable_pull", f"{host}:{iface}")
+        return self._event(b.cable_pull(host, iface), "cable_pull", f"{host}:{iface}")
 
     def cable_plug(self, host: str, iface: str = "eth0") -> float:
         b = self._need_up()
         host = self.resolve(host)
-        tap = b.tap(host, iface)
-        return self._event(b.set_master(tap, b.tap_bridge[tap]), "cable_plug", f"{host}:{iface}")
+        return self._event(b.cable_plug(host, iface), "cable_plug", f"{host}:{iface}")
 
     def partition(self, *groups: list[str] | tuple[str, ...] | str) -> float:
         """Split the lab's networks between host groups; hosts named in no group stay with the first.
@@ -438,14 +485,4 @@ class Lab:
     # -- information -------------------------------------------------------------
     def status(self) -> list[dict]:
         """One row per host: running, process group, management address, NICs and their bridges."""
-        b = self._need_up()
-        rows = []
-        for name, vm in b.vms.items():
-            alive = bool(vm.pgid and state.group_pids(vm.pgid, f"umid={self.name}-{name}"))
-            nics = []
-            for iface, (tap, link) in b.taps(name).items():
-                master = b.tap_master(tap) if netns.exists(b.netns) else None
-                nics.append(f"{iface}={link.address.with_prefixlen if link.address else '-'}@{master or 'UNPLUGGED'}")
-            rows.append({"host": name, "running": alive, "pgid": vm.pgid,
-                         "mgmt": str(vm.spec.mgmt.address.ip), "memory_mb": vm.spec.memory_mb, "nics": " ".join(nics)})
-        return rows
+        return self._need_up().status()

@@ -24,7 +24,8 @@ before anything touches a machine.
 What is read: ``ansible_host`` (required), ``ansible_user`` (default root), ``ansible_port``
 (22), ``ansible_ssh_private_key_file`` (else the SSH agent), ``ansible_ssh_common_args`` (only
 ``-o ProxyJump=...``, ``-J ...`` or ``-o ProxyCommand=...``: how to reach a machine behind a
-jump host or inside a network namespace), ``allow_destructive`` (faults are refused without it),
+jump host or inside a network namespace; and ``-o UserKnownHostsFile=...``: the known_hosts file
+to check its host key against instead of ``~/.ssh/known_hosts``, as a UML lab's own), ``allow_destructive`` (faults are refused without it),
 ``power`` (how a power failure is done: ``virsh``, ``ipmi``, ``redfish`` or ``sysrq``) and
 ``hautils_links`` (``{iface: address/prefix}``, checked against the topology's).  Variables are
 inherited as Ansible does: ``all``, then each group from parent to child, then the host.
@@ -51,7 +52,7 @@ POWER_METHODS: dict[str, tuple[str, ...]] = {
     "virsh": ("hypervisor", "domain"),  # `virsh destroy DOMAIN` run on the hypervisor host over SSH
     "ipmi": ("address", "username", "password"),  # fence_ipmilan against the machine's BMC
     "redfish": ("address", "username", "password"),  # fence_redfish
-    "sysrq": (),  # the guest crashes itself (echo b > /proc/sysrq-trigger): the last resort
+    "sysrq": (),  # the guest powers itself off (echo o > /proc/sysrq-trigger): the last resort
 }
 _KNOWN = {"ansible_host", "ansible_user", "ansible_port", "ansible_ssh_private_key_file",
           "ansible_ssh_common_args", "allow_destructive", "power", "hautils_links"}
@@ -75,6 +76,7 @@ class InventoryHost:
     key_file: Path | None = None  # None: the SSH agent's keys
     proxy_jump: str | None = None  # user@host:port of a jump host
     proxy_command: str | None = None  # a command whose stdin/stdout is the TCP connection (%h, %p)
+    known_hosts: Path | None = None  # -o UserKnownHostsFile=: read instead of ~/.ssh/known_hosts
     allow_destructive: bool = False
     power: dict[str, str] = field(default_factory=dict)  # {"method": ..., and that method's keys}
     links: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)  # hautils_links
@@ -217,7 +219,7 @@ def _host(name: str, v: dict[str, Any], groups: list[str], source: str, base: Pa
             raise fail("ansible_ssh_private_key_file", f"{kp} does not exist (or is not a file): give the "
                        "private key's path, or drop the key to use the SSH agent")
         key_file = kp
-    jump, command = _proxy(v.get("ansible_ssh_common_args"), fail)
+    jump, command, known_hosts = _proxy(v.get("ansible_ssh_common_args"), fail, base)
     destructive = v.get("allow_destructive", False)
     if not isinstance(destructive, bool):
         raise fail("allow_destructive", f"{destructive!r} is not true or false (unquoted)")
@@ -226,13 +228,13 @@ def _host(name: str, v: dict[str, Any], groups: list[str], source: str, base: Pa
         raise fail("power", "a power method without allow_destructive: true would never be used; set both "
                    "or neither")
     links = _links(v.get("hautils_links"), fail)
-    return InventoryHost(name, address.strip(), user, port, key_file, jump, command, destructive, power,
-                         links, tuple(groups))
+    return InventoryHost(name, address.strip(), user, port, key_file, jump, command, known_hosts, destructive,
+                         power, links, tuple(groups))
 
 
-def _proxy(args: Any, fail) -> tuple[str | None, str | None]:
+def _proxy(args: Any, fail, base: Path | None = None) -> tuple[str | None, str | None, Path | None]:
     if args is None:
-        return None, None
+        return None, None, None
     if not isinstance(args, str):
         raise fail("ansible_ssh_common_args", f"{args!r} is not a string of ssh options")
     try:
@@ -240,6 +242,7 @@ def _proxy(args: Any, fail) -> tuple[str | None, str | None]:
     except ValueError as e:
         raise fail("ansible_ssh_common_args", f"cannot split {args!r} ({e})") from None
     jump = command = None
+    known_hosts: Path | None = None
     i = 0
     while i < len(words):
         w = words[i]
@@ -259,14 +262,17 @@ def _proxy(args: Any, fail) -> tuple[str | None, str | None]:
             jump = val
         elif k.lower() == "proxycommand" and val:
             command = val
+        elif k.lower() == "userknownhostsfile" and val:
+            kh = Path(val).expanduser()
+            known_hosts = base / kh if not kh.is_absolute() and base is not None else kh
         else:
             raise fail("ansible_ssh_common_args", f"-o {opt}: only ProxyJump and ProxyCommand are understood "
-                       "here (the backend connects with paramiko, not the ssh command)")
+                       "here, and UserKnownHostsFile (the backend connects with paramiko, not the ssh command)")
     if jump and command:
         raise fail("ansible_ssh_common_args", "both a ProxyJump and a ProxyCommand: give one")
     if jump and not re.fullmatch(r"(?:[\w.-]+@)?[\w.:-]+(?::\d+)?", jump):
         raise fail("ansible_ssh_common_args", f"ProxyJump {jump!r} is not [user@]host[:port] (one hop)")
-    return jump, command
+    return jump, command, known_hosts
 
 
 def _power(p: Any, fail) -> dict[str, str]:
@@ -307,7 +313,8 @@ def _links(links: Any, fail) -> dict[str, ipaddress.IPv4Interface]:
 def from_lab(lab, python: str | None = None) -> dict[str, Any]:
     """An inventory (Ansible's YAML structure) for a running UML lab: each VM by its
     management address, reached through :mod:`hautils.lab.nsproxy` (the lab's addresses exist
-    only in its namespace), with the lab's key.  For trying the own-machines backend and its
+    only in its namespace), with the lab's key and the lab's known_hosts (the VMs' host keys,
+    pinned at their first boot: the backend trusts no key on first use).  For trying the own-machines backend and its
     playbook on the lab's own VMs; ``allow_destructive`` is set (they are lab VMs), and their
     power is pulled by the lab (``power: {method: sysrq}`` would crash them from inside)."""
     import sys
@@ -320,7 +327,8 @@ def from_lab(lab, python: str | None = None) -> dict[str, Any]:
     for spec in lab.topology.hosts.values():
         hosts[spec.name] = {
             "ansible_host": str(spec.mgmt.address.ip),
-            "ansible_ssh_common_args": f"-o 'ProxyCommand={py} -m hautils.lab.nsproxy {ns} %h %p'",
+            "ansible_ssh_common_args": f"-o 'ProxyCommand={py} -m hautils.lab.nsproxy {ns} %h %p' "
+                                       f"-o {shlex.quote('UserKnownHostsFile=' + str(lab.workdir / 'known_hosts'))}",
             "allow_destructive": True,
             "hautils_links": {link.iface: link.address.with_prefixlen for link in spec.links if link.address},
         }

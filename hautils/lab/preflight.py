@@ -36,7 +36,10 @@ RELEASES = {"debian": 12, "ubuntu": 22}
 
 
 class PreflightError(LabError):
-    """Some host lacks what the chapter needs; the message is the table of what to fix."""
+    """Some host lacks what the chapter needs; the message is the table of what to fix, and
+    ``findings`` the rows (``table(e.findings)`` shows them in a notebook)."""
+
+    findings: list["Finding"]
 
 
 @dataclass(frozen=True)
@@ -176,4 +179,6 @@ def require(findings: list[Finding]) -> None:
     bad = [f for f in findings if not f.ok]
     if bad:
         lines = "\n".join(f"  {f.host}: {f.check}: {f.found} -> {f.fix}" for f in bad)
-        raise PreflightError(f"{len(bad)} requirement(s) missing on {len({f.host for f in bad})} host(s):\n{lines}")
+        err = PreflightError(f"{len(bad)} requirement(s) missing on {len({f.host for f in bad})} host(s):\n{lines}")
+        err.findings = list(findings)
+        raise err

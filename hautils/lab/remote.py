@@ -133,8 +133,9 @@ def heal(host) -> float:
 def power_off_command(inv: InventoryHost, action: str = "off") -> tuple[str, list[str]]:
     """Where and what to run for ``action`` (``off`` or ``on``) with the host's power method:
     ``("hypervisor:NAME", argv)`` for virsh (run on that machine), ``("local", argv)`` for the
-    fence agents (run where the notebook runs), ``("self", argv)`` for sysrq (the host crashes
-    and reboots itself: ``on`` is then a no-op, it comes back alone)."""
+    fence agents (run where the notebook runs), ``("self", argv)`` for sysrq (the host powers
+    itself off at once, ``echo o > /proc/sysrq-trigger``: no sync, no shutdown, as a power failure;
+    nothing can start it again from here, so ``on`` is an error saying to start it by hand)."""
     inv.refuse_fault("a power failure")
     p = inv.power
     if not p:
@@ -151,5 +152,7 @@ def power_off_command(inv: InventoryHost, action: str = "off") -> tuple[str, lis
                 f"--action={action}"]
         return "local", argv + (["--lanplus"] if m == "ipmi" else ["--ssl-insecure"])
     if action == "on":
-        return "self", ["true"]
-    return "self", ["sh", "-c", "echo 1 > /proc/sys/kernel/sysrq; echo b > /proc/sysrq-trigger"]
+        raise InventoryError(f"{inv.name}: power: method sysrq powered the machine off from inside, and nothing "
+                             "can start it from here: start it by hand (its hypervisor, console or power button), "
+                             f"then lab.wait_booted({inv.name!r}); or give it a virsh, ipmi or redfish power method")
+    return "self", ["sh", "-c", "echo 1 > /proc/sys/kernel/sysrq; echo o > /proc/sysrq-trigger"]

@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LabError
+from ..ssh import Host
 from ..topology import Host as HostSpec, Link, Topology
 from . import container, netns, state
+from .backend import Backend
 
 UML_BINARY = "/usr/bin/linux"
 MGMT_BRIDGE = "mgmt"
@@ -95,8 +97,10 @@ def machine_id(lab: str, host: str) -> str:
     return hashlib.sha256(f"hautils/{lab}/{host}".encode()).hexdigest()[:32]
 
 
-class UMLBackend:
+class UMLBackend(Backend):
     """Brings a topology to life as UML VMs inside a private network namespace."""
+
+    kind = "uml"
 
     def __init__(self, topo: Topology, lab: str, workdir: Path, image: Path, public_key: str):
         self.topo, self.lab, self.workdir, self.image = topo, lab, workdir, image
@@ -129,6 +133,85 @@ class UMLBackend:
         if host not in self.vms:
             raise LabError(f"no host {host!r} in lab {self.lab!r}; hosts: {', '.join(self.vms)}")
         return self.vms[host]
+
+    # -- the Backend interface (hautils.lab.backend) ------------------------------
+    def boot(self) -> float:
+        """Network first, then every VM; returns the time the first VM was started."""
+        self.create_network()
+        t0 = time.time()
+        for h in self.topo.hosts:
+            self.start(h)
+        return t0
+
+    def host(self, name: str) -> Host:
+        """SSH over a socket opened inside the lab's namespace, with the lab's key; host keys
+        pinned on first use in the lab's known_hosts (the VMs make theirs at first boot)."""
+        addr = str(self.topo.hosts[name].mgmt.address.ip)
+        ns = self.netns
+        return Host(name, addr, self.workdir / "id_ed25519", self.workdir / "known_hosts",
+                    connector=lambda timeout: netns.connect(ns, addr, 22, timeout))
+
+    def boot_problem(self, name: str) -> str | None:
+        vm = self.vms[name]
+        if vm.running:
+            return None
+        return (f"VM {name} exited during boot (status {vm.proc.returncode if vm.proc else '?'}); "
+                f"console ({self.console_log(name)}):\n{self.console_tail(name)}")
+
+    def no_answer(self, name: str, timeout: float) -> str:
+        return (f"VM {name} did not answer SSH within {timeout:.0f} s; "
+                f"console ({self.console_log(name)}):\n{self.console_tail(name)}")
+
+    def teardown(self) -> list[str]:
+        """Every VM, tap, bridge, the namespace, the work directory and the record."""
+        return state.cleanup(self.lab)
+
+    def power_off(self, name: str) -> float:
+        return self.kill(name)
+
+    def power_on(self, name: str) -> float:
+        return self.start(name)
+
+    def is_on(self, name: str) -> bool:
+        """The VM's kernel process runs, whatever its guest is doing."""
+        return self._vm(name).running
+
+    def cable_pull(self, name: str, iface: str) -> float:
+        """Detach the NIC's tap from its bridge (the guest sees no carrier change, as on UML)."""
+        return self.set_master(self.tap(name, iface), None)
+
+    def cable_plug(self, name: str, iface: str) -> float:
+        tap = self.tap(name, iface)
+        return self.set_master(tap, self.tap_bridge[tap])
+
+    def status(self) -> list[dict]:
+        """One row per VM: running, process group, management address, NICs and their bridges."""
+        rows = []
+        for name, vm in self.vms.items():
+            alive = bool(vm.pgid and state.group_pids(vm.pgid, f"umid={self.lab}-{name}"))
+            nics = []
+            for iface, (tap, link) in self.taps(name).items():
+                master = self.tap_master(tap) if netns.exists(self.netns) else None
+                nics.append(f"{iface}={link.address.with_prefixlen if link.address else '-'}@{master or 'UNPLUGGED'}")
+            rows.append({"host": name, "running": alive, "pgid": vm.pgid,
+                         "mgmt": str(vm.spec.mgmt.address.ip), "memory_mb": vm.spec.memory_mb, "nics": " ".join(nics)})
+        return rows
+
+    def cpu_seconds(self, name: str) -> float:
+        """User + system time of all the VM's host processes, with the exited ones its kernel
+        reaped (see :meth:`hautils.lab.Lab.cpu_seconds`)."""
+        vm = self.vms[name]
+        if vm.pgid is None:
+            raise LabError(f"host {name!r} is powered off: it uses no CPU")
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in state.group_pids(vm.pgid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return total / tick
 
     # -- network ---------------------------------------------------------------
     @netns.off_loop

@@ -55,7 +55,7 @@ from ..errors import CommandError
 from ..ssh import on_each
 from ..topology import Host as TopoHost
 from ..topology import Topology, load
-from . import render
+from . import render, tool_check
 
 __all__ = ["Keepalived", "Conntrackd", "Nat", "CONF", "DEFAULTS", "CONNTRACKD_CONF", "NOTIFY_SCRIPT",
            "RULES", "NAT_UNIT", "VRRP_MARKS", "STATE_RE", "holders", "master_of", "wait_master"]
@@ -112,14 +112,7 @@ def _link(topo: Topology, host: TopoHost, network: str):
 
 
 def _run_check(host, command: str, path: str, tool: str) -> str:
-    res = host.run(command, check=False, timeout=60)
-    out = (res.stdout + res.stderr).strip()
-    if not res.ok:
-        raise CommandError(host.name, command, res.exit_status, res.stdout,
-                           f"{path} rejected by {tool} on {host.name}: {out or 'no message'}\n"
-                           "(the file is hautils.services.keepalived's rendering: fix the option or the "
-                           "template, then install again)")
-    return out
+    return tool_check(host, command, path, tool, "keepalived")
 
 
 @dataclass
