@@ -1,11 +1,14 @@
-"""Chapter 4's partition scenario, without a lab: the lone node's journal read live (the
-``Follower`` on an SSH channel) and the marks that find its steps in what it logged."""
+"""Chapter 4's scenarios, without a lab: the lone node's journal read live (the ``Follower`` on
+an SSH channel), the marks that find its steps in what it logged, the fence read from the BMC
+and the comparison table's row."""
 
 from __future__ import annotations
 
 import json
 import re
 import socket
+
+import pytest
 
 from hautils.scenarios.clustering import LONE_MARKS
 from hautils.ssh import Follower, parse_journal_json
@@ -97,3 +100,43 @@ def test_a_follower_keeps_what_the_host_said_until_it_died():
     lines = parse_journal_json(out)
     assert [ln.message for ln in lines] == [m for _, _, m in LONE[:3]]
     assert lines[2].time == 2.58
+
+
+def test_the_fence_row_names_the_fencing_node_and_what_the_bmc_saw():
+    from types import SimpleNamespace as NS
+
+    from hautils.experiment import Trial
+    from hautils.lab.bmc import PowerEvent
+    from hautils.scenarios.clustering import _GuestSteps
+
+    bmc = NS(log=[PowerEvent(105.0, "node2", "ForceOff", "off", "172.31.255.3")],
+             queries=[PowerEvent(104.0, "node2", "status", "On", "172.31.255.3"),
+                      PowerEvent(99.0, "node2", "status", "On", "172.31.255.4"),  # before the fault
+                      PowerEvent(104.5, "node1", "status", "On", "172.31.255.4")])  # another node
+    steps = _GuestSteps.__new__(_GuestSteps)
+    steps.gc = NS(bmc=bmc, active=lambda: "node1")
+    steps.names = {"172.31.255.3": "node0", "172.31.255.4": "node1"}
+    t = Trial(0, "x")
+    t.fault_time, t.victim = 100.0, "node2"
+    asked = steps.fence(t)
+    assert [e.reset for e in asked] == ["status", "ForceOff"]
+    assert t.row == {"to": "node1", "fenced by": "node0", "BMC saw": "status:On, ForceOff:off"}
+
+
+def test_the_summary_row_takes_medians_and_counts_a_phase_the_journal_lacks_as_zero():
+    from types import SimpleNamespace as NS
+
+    import pandas as pd
+
+    from hautils.scenarios.clustering import summary
+
+    trials = pd.DataFrame({"downtime_s": [6.3, 5.8, 6.4], "web downtime_s": [6.7, 7.2, 6.9],
+                           "corosync detection (s)": [2.5, 2.4, 2.6], "pacemaker decision (s)": [1.2, None, 0.2],
+                           "fencing (s)": [1.6, 1.0, 1.2], "container start (s)": [0.9, 1.7, 1.9],
+                           "web after ping_s": [0.4, 0.9, 1.1]})  # the lean agent: no "mount (s)" column
+    row = summary("tuned", NS(trials=trials))
+    assert row[""] == "tuned" and row["ping back after (s, median)"] == 6.3 and row["max"] == 6.4
+    assert row["web back after (s, median)"] == 6.9 and row["detection (s)"] == 2.5
+    assert row["decision + fence (s)"] == pytest.approx(1.4)  # 2.8, 1.0 (no decision line), 1.4
+    assert row["disk + container (s)"] == pytest.approx(1.7)
+    assert row["guest boot to web (s)"] == 0.9

@@ -315,3 +315,19 @@ def test_guest_phase_marks_split_a_guest_failover_as_the_survivors_logged_it():
     ph = analysis.phases(journal, GUEST_PHASE_MARKS, t, t + 12.5, final="container start")
     assert [p.name for p in ph] == [*GUEST_PHASE_MARKS, "container start"]
     assert [round(p.duration, 2) for p in ph] == [2.62, 1.58, 1.39, 5.29, 1.62]
+
+
+def test_configure_writes_the_crm_file_loads_it_and_verifies_the_live_cib():
+    from fakes import RecordingHost
+    from hautils.errors import CommandError
+    from hautils.services.pacemaker import CRM_FILE
+
+    h = RecordingHost("iscsi-server0")
+    pm = Pacemaker([h, RecordingHost("iscsi-server1")], ["192.168.103.99", "192.168.103.91"])
+    pm.configure()
+    assert h.puts == [(CRM_FILE, pm.crm_config(), 0o644)]
+    assert h.runs[0] == f"crm --force configure load update {CRM_FILE}"
+    assert h.runs[-1] == "crm_verify -L -V"
+    bad = RecordingHost("iscsi-server0", {"crm_verify": (1, "", "error: unpack_resources: no fencing")})
+    with pytest.raises(CommandError, match="configuration has errors"):
+        Pacemaker([bad, RecordingHost("iscsi-server1")], ["192.168.103.99", "192.168.103.91"]).configure()

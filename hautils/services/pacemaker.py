@@ -225,10 +225,13 @@ class Cluster:
     def configure(self, timeout: float = 180) -> str:
         """Load the crm configuration (``crm configure load update``), check the live CIB with
         ``crm_verify -L -V`` (raises on errors) and return crm_verify's output."""
-        h = self.hosts[0]
-        h.put(self.CRM_FILE, self.crm_config())
-        h.run(f"crm --force configure load update {self.CRM_FILE}", timeout=timeout)  # wait_started() waits
+        self._load(self.hosts[0], timeout)  # wait_started() waits for what it starts
         return self.verify()
+
+    def _load(self, h, timeout: float) -> None:
+        """Write the crm configuration on ``h`` (kept there for readers) and load it with crmsh."""
+        h.put(self.CRM_FILE, self.crm_config())
+        h.run(f"crm --force configure load update {self.CRM_FILE}", timeout=timeout)
 
     def verify(self) -> str:
         h = self._reachable()
@@ -574,8 +577,7 @@ class GuestCluster(Cluster):
         if was != self._top():  # the old resource goes with its members (crmsh's load only adds and changes)
             tag = "group" if was == "g_guest" else "primitive"
             h.run(f"cibadmin --delete --xml-text '<{tag} id=\"{was}\"/>'", timeout=60)
-        h.put(self.CRM_FILE, self.crm_config())
-        h.run(f"crm --force configure load update {self.CRM_FILE}", timeout=120)
+        self._load(h, 120)
         if was == self._top():  # the same resource: clear the stop
             h.run(f"crm_resource -r {was} --meta -d target-role", timeout=60)
         self.verify()
