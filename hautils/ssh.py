@@ -221,6 +221,8 @@ class Host:
         return f"<Host {self.name} {self.address}>"
 
     # -- connection -------------------------------------------------------
+    port = 22
+
     def connect(self, timeout: float = 10.0) -> paramiko.SSHClient:
         """Open (or reuse) the SSH connection; ``HostUnreachable`` if the host does not answer in time."""
         with self._lock:
@@ -228,42 +230,58 @@ class Host:
                 t = self._client.get_transport()
                 if t is not None and t.is_active():
                     return self._client
-                self._client.close()
-                self._client = None
-                self._sftp = None
+                self._drop()
             deadline = time.monotonic() + timeout
             try:
                 sock = self._connector(timeout)
-            except (OSError, TimeoutError) as e:
-                raise HostUnreachable(self.name, f"no TCP connection to {self.address}:22 ({e})") from None
-            client = paramiko.SSHClient()
-            if self.known_hosts.exists():
-                client.load_host_keys(str(self.known_hosts))
-            client.set_missing_host_key_policy(PinOnFirstUse(self.known_hosts, self._kh_lock))
+            except (OSError, TimeoutError, paramiko.SSHException) as e:
+                self._drop()
+                raise HostUnreachable(self.name, f"no TCP connection to {self.address}:{self.port} ({e})") from None
+            client = self._new_client()
             left = max(1.0, deadline - time.monotonic())
             try:
-                client.connect(self.address, username=self.user, key_filename=str(self.key_file), sock=sock,
-                               timeout=left, banner_timeout=left, auth_timeout=left,
-                               allow_agent=False, look_for_keys=False)
-            except paramiko.BadHostKeyException:
+                client.connect(self.address, port=self.port, username=self.user, sock=sock, timeout=left,
+                               banner_timeout=left, auth_timeout=left, **self._auth())
+            except Exception as e:
                 sock.close()
-                raise
-            except (paramiko.SSHException, OSError, EOFError) as e:
-                sock.close()
-                raise HostUnreachable(self.name, f"SSH handshake with {self.address} failed ({e})") from None
+                self._drop()
+                self._refused(e)  # a clearer error for what waiting would not mend, if there is one
+                if isinstance(e, paramiko.BadHostKeyException) or not isinstance(
+                        e, (paramiko.SSHException, OSError, EOFError)):
+                    raise
+                raise HostUnreachable(self.name, f"SSH handshake with {self.address}:{self.port} failed ({e})") from None
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(5)
             self._client = client
             return client
 
+    def _new_client(self) -> paramiko.SSHClient:
+        """A client that knows the lab's host keys and pins a new VM's on first use."""
+        client = paramiko.SSHClient()
+        if self.known_hosts.exists():
+            client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(PinOnFirstUse(self.known_hosts, self._kh_lock))
+        return client
+
+    def _auth(self) -> dict:
+        """``client.connect``'s key arguments: the lab's own key only."""
+        return {"key_filename": str(self.key_file), "allow_agent": False, "look_for_keys": False}
+
+    def _refused(self, e: BaseException) -> None:
+        """Raise a clearer error than ``e`` when the host answered and refused; the lab's VMs use
+        the lab's key and known_hosts, so there is none here (a changed key is raised as is)."""
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+        self._sftp = None
+
     def close(self) -> None:
         """Drop the connection (after a power-off the old one is dead)."""
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-                self._sftp = None
+            self._drop()
 
     # -- commands ----------------------------------------------------------
     def run(self, command: str, check: bool = True, timeout: float | None = 60.0,

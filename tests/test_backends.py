@@ -3,6 +3,7 @@ power, preflight and host-key policy against fake SSH and fake local commands.""
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 
@@ -350,3 +351,24 @@ def test_an_exported_lab_inventory_carries_its_known_hosts(tmp_path):
     assert h.known_hosts == tmp_path / "known_hosts" and h.key_file == tmp_path / "id_ed25519"
     assert h.proxy_command == "/usr/bin/python3 -m hautils.lab.nsproxy hal-storage %h %p"
     assert OwnHost(h).known_hosts_files == [tmp_path / "known_hosts"]
+
+
+@pytest.mark.parametrize("raised, error, says", [
+    (paramiko.BadHostKeyException("10.0.0.13", paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()),
+     LabError, "ssh-keygen -R 10.0.0.13"),
+    (paramiko.AuthenticationException("no"), LabError, "authorized_keys"),
+    (paramiko.SSHException("Error reading SSH protocol banner"), HostUnreachable, "handshake with 10.0.0.13:2222"),
+    (EOFError(), HostUnreachable, "handshake"),
+])
+def test_a_machine_that_refuses_is_a_lab_error_with_the_fix_one_that_does_not_answer_is_unreachable(
+        monkeypatch, raised, error, says):
+    class Refusing(FakeClient):
+        def connect(self, hostname, **kw):
+            raise raised
+
+    h = OwnHost(InventoryHost("iscsi-client", "10.0.0.13", port=2222), known_hosts=[], client_factory=Refusing)
+    closed = []
+    monkeypatch.setattr(h, "_connector", lambda timeout: types.SimpleNamespace(close=lambda: closed.append(1)))
+    with pytest.raises(error, match=re.escape(says)):
+        h.connect()
+    assert closed == [1] and h._client is None

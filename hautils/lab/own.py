@@ -157,68 +157,25 @@ class OwnHost(Host):
             return chan
         return socket.create_connection((h.address, h.port), timeout=timeout)
 
-    def connect(self, timeout: float = 10.0) -> paramiko.SSHClient:
-        """Open (or reuse) the connection.  ``HostUnreachable`` when the machine does not answer
-        (the caller may wait); a :class:`~hautils.errors.LabError` when it answers and refuses
-        (unknown or changed host key, keys refused): waiting would not help."""
-        with self._lock:
-            if self._client is not None:
-                t = self._client.get_transport()
-                if t is not None and t.is_active():
-                    return self._client
-                self._drop()
-            deadline = time.monotonic() + timeout
-            try:
-                sock = self._connector(timeout)
-            except (OSError, TimeoutError, paramiko.SSHException) as e:
-                self._drop()
-                raise HostUnreachable(self.name, f"no TCP connection to {self.address}:{self.port} ({e})") from None
-            client = self._new_client()
-            left = max(1.0, deadline - time.monotonic())
-            try:
-                client.connect(self.address, port=self.port, username=self.user, sock=sock, timeout=left,
-                               banner_timeout=left, auth_timeout=left, **self._auth())
-            except UnknownHostKey:
-                sock.close()
-                self._drop()
-                raise
-            except paramiko.BadHostKeyException as e:
-                sock.close()
-                self._drop()
-                raise LabError(f"host {self.name} ({self.address}) presented a {e.key.get_name()} host key other "
-                               f"than the one known in {', '.join(map(str, self.known_hosts_files))}: the machine was "
-                               f"reinstalled, or this is not it. If it is yours: `ssh-keygen -R {self.address}` "
-                               f"and add the new key with ssh-keyscan") from None
-            except paramiko.AuthenticationException as e:
-                sock.close()
-                self._drop()
-                how = f"the key {self.key_file}" if self.key_file else "the SSH agent's keys and ~/.ssh/id_*"
-                raise LabError(f"host {self.name}: {self.user}@{self.address} refused {how} ({e}): install the "
-                               f"public key in ~{self.user}/.ssh/authorized_keys there, or set "
-                               "ansible_ssh_private_key_file in the inventory") from None
-            except (paramiko.SSHException, OSError, EOFError) as e:
-                sock.close()
-                self._drop()
-                raise HostUnreachable(self.name, f"SSH handshake with {self.address}:{self.port} failed ({e})") from None
-            transport = client.get_transport()
-            assert transport is not None
-            transport.set_keepalive(5)
-            self._client = client
-            return client
+    def _refused(self, e: BaseException) -> None:
+        """The machine answered and refused (changed host key, keys refused): waiting would not
+        help, so a :class:`~hautils.errors.LabError` with the fix, not ``HostUnreachable``."""
+        if isinstance(e, paramiko.BadHostKeyException):
+            raise LabError(f"host {self.name} ({self.address}) presented a {e.key.get_name()} host key other "
+                           f"than the one known in {', '.join(map(str, self.known_hosts_files))}: the machine was "
+                           f"reinstalled, or this is not it. If it is yours: `ssh-keygen -R {self.address}` "
+                           f"and add the new key with ssh-keyscan") from None
+        if isinstance(e, paramiko.AuthenticationException):
+            how = f"the key {self.key_file}" if self.key_file else "the SSH agent's keys and ~/.ssh/id_*"
+            raise LabError(f"host {self.name}: {self.user}@{self.address} refused {how} ({e}): install the "
+                           f"public key in ~{self.user}/.ssh/authorized_keys there, or set "
+                           "ansible_ssh_private_key_file in the inventory") from None
 
     def _drop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._client = None
-        self._sftp = None
+        super()._drop()
         if self._jump is not None:
             self._jump.close()
             self._jump = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
 
 def _show(argv: list[str]) -> str:
     """A power command for an error message, its password left out."""
